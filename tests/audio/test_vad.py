@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from voxgate.audio.vad import (
+    WINDOW_S,
+    SegmentationRules,
+    SileroVad,
+    VadState,
+    install_vad_model,
+    net_speech_s,
+    speech_only,
+    speech_segments,
+)
+from voxgate.errors import ModelNotPrepared
+
+
+def _load16k(path: Path) -> np.ndarray:
+    samples, rate = sf.read(path, dtype="float32")
+    return soxr.resample(samples, rate, 16000).astype(np.float32) if rate != 16000 else samples
+
+
+@pytest.fixture(scope="module")
+def vad(model_dir: Path) -> SileroVad:
+    return SileroVad(model_dir)
+
+
+def test_speech_with_silence_around_it(vad: SileroVad, speech_dir: Path) -> None:
+    speech = _load16k(next((speech_dir / "librispeech_test_other").rglob("*.flac")))
+    silence = np.zeros(16000 * 2, dtype=np.float32)
+    samples = np.concatenate([silence, speech, silence])
+    segments = speech_segments(vad.probabilities(samples))
+    assert segments, "real speech must be found"
+    assert segments[0].start_s >= 1.8, "the leading 2 s of silence is not speech"
+    assert segments[-1].end_s <= 2.0 + len(speech) / 16000 + 0.2
+    assert 0.5 * len(speech) / 16000 < net_speech_s(segments) <= len(speech) / 16000
+
+
+def test_silence_and_noise_have_no_speech(vad: SileroVad) -> None:
+    rng = np.random.default_rng(1)
+    assert speech_segments(vad.probabilities(np.zeros(16000 * 3, dtype=np.float32))) == []
+    noise = (0.01 * rng.standard_normal(16000 * 3)).astype(np.float32)
+    assert net_speech_s(speech_segments(vad.probabilities(noise))) < 0.3
+
+
+def test_streaming_state_matches_one_pass(vad: SileroVad, speech_dir: Path) -> None:
+    samples = _load16k(next((speech_dir / "librispeech_test_other").rglob("*.flac")))[: 16000 * 4]
+    whole = vad.probabilities(samples[: 512 * 100])
+    state = VadState()
+    pieces = np.concatenate(
+        [vad.probabilities(samples[k : k + 512 * 10], state) for k in range(0, 512 * 100, 512 * 10)]
+    )
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)
+
+
+def test_batch_step_matches_single_streams(vad: SileroVad, speech_dir: Path) -> None:
+    files = sorted((speech_dir / "librispeech_test_other").rglob("*.flac"))[:2]
+    a, b = (_load16k(f)[: 512 * 20] for f in files)
+    expected_a, expected_b = vad.probabilities(a), vad.probabilities(b)
+    states = [VadState(), VadState()]
+    batched = np.stack(
+        [vad.step(np.stack([a[k : k + 512], b[k : k + 512]]), states) for k in range(0, 512 * 20, 512)]
+    )
+    np.testing.assert_allclose(batched[:, 0], expected_a, atol=1e-5)
+    np.testing.assert_allclose(batched[:, 1], expected_b, atol=1e-5)
+
+
+def test_segmentation_rules() -> None:
+    probs = np.array(
+        [0.0] * 5 + [0.9] * 20 + [0.0] * 2 + [0.9] * 10 + [0.0] * 10 + [0.9] * 3 + [0.0] * 5, np.float32
+    )
+    segments = speech_segments(probs, SegmentationRules(min_silence_s=0.1, min_speech_s=0.25))
+    # the 2-window gap (64 ms) is shorter than 100 ms: one segment; the 3-window blip (96 ms) is dropped
+    assert len(segments) == 1
+    assert segments[0].start_s == pytest.approx(5 * WINDOW_S)
+    assert segments[0].end_s == pytest.approx(37 * WINDOW_S)
+
+
+def test_speech_only_cuts_pauses() -> None:
+    samples = np.arange(16000 * 3, dtype=np.float32)
+    segments = speech_segments(np.array([0.9] * 10 + [0.0] * 20 + [0.9] * 10 + [0.0] * 10, np.float32))
+    kept = speech_only(samples, 16000, segments, pad_s=0.0)
+    assert len(kept) == pytest.approx(net_speech_s(segments) * 16000, abs=2)
+    assert speech_only(samples, 16000, []).size == 0
+
+
+def test_missing_model_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotPrepared, match="voxgate models prepare"):
+        SileroVad(tmp_path)
+
+
+def test_install_is_idempotent(tmp_path: Path) -> None:
+    first = install_vad_model(tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert install_vad_model(tmp_path) == first
+    assert first.stat().st_mtime_ns == stamp

@@ -1,0 +1,1 @@
+"""The HTTP face of voxgate (FastAPI). Only this package knows HTTP status codes."""

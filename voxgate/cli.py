@@ -1,0 +1,410 @@
+"""The ``voxgate`` command: serve, enroll, verify, score, evaluate, calibrate, models.
+
+Exit codes: 0 success, 1 an error voxgate explains on stderr, 2 bad usage, 3 not enough speech.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from voxgate.settings import Settings, get_settings
+
+log = logging.getLogger("voxgate")
+
+EXIT_ERROR = 1
+EXIT_INSUFFICIENT_SPEECH = 3
+ENGINES = ("ecapa", "campplus", "ecapa+campplus")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxgate", description="Voice biometrics for contact centres.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", help="listen address (default VOXGATE_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default VOXGATE_PORT, 8000)")
+
+    def audio_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--channel", type=int, help="use this channel (0-based) of a multi-channel recording")
+        p.add_argument("--min-speech", type=float, metavar="S", help="minimum net speech, seconds")
+        p.add_argument("--profile", help="calibration profile: auto, a shipped name, or a JSON file")
+
+    enroll = sub.add_parser("enroll", help="store a customer's voiceprint made from recordings")
+    enroll.add_argument("--id", required=True, dest="external_id", help="the customer's external_id")
+    enroll.add_argument("files", nargs="+", type=Path, help="recordings (one speaker each)")
+    enroll.add_argument("--replace", action="store_true", help="replace an existing voiceprint")
+    audio_options(enroll)
+
+    verify = sub.add_parser("verify", help="verify a recording against a stored voiceprint")
+    verify.add_argument("--id", required=True, dest="external_id", help="the customer's external_id")
+    verify.add_argument("file", type=Path, help="the recording to verify")
+    audio_options(verify)
+
+    def trial_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--trials", required=True, type=Path, help="CSV with columns enroll,test[,target]")
+        p.add_argument("--root", required=True, type=Path, help="folder the CSV's paths are relative to")
+        p.add_argument("--model", choices=ENGINES, help="engine (default: the profile's)")
+        p.add_argument("--profile", default=None, help="calibration profile (default VOXGATE_PROFILE, auto)")
+        p.add_argument("--min-speech", type=float, metavar="S", help="net speech a file needs (default 1 s)")
+        p.add_argument("--jobs", type=int, default=1, help="worker processes for embedding (default 1)")
+
+    score = sub.add_parser("score", help="score a trial list; CSV to stdout, progress to stderr")
+    trial_options(score)
+
+    evaluate = sub.add_parser("evaluate", help="score a labelled trial list and print EER, minDCF, Cllr")
+    trial_options(evaluate)
+    evaluate.add_argument("--out", type=Path, help="write scores.csv, DET and histogram PNGs, report.md here")
+
+    calibrate = sub.add_parser("calibrate", help="fit a calibration profile from labelled recordings")
+    calibrate.add_argument(
+        "datasets",
+        nargs="+",
+        type=Path,
+        help="folder(s) with one sub-folder per speaker, or path,speaker CSVs",
+    )
+    calibrate.add_argument("--out", required=True, type=Path, help="profile JSON to write")
+    calibrate.add_argument(
+        "--model", choices=ENGINES, default="ecapa+campplus", help="engine (default fused)"
+    )
+    calibrate.add_argument(
+        "--channel", choices=("wideband", "telephone"), help="default: by the audio's rate"
+    )
+    calibrate.add_argument(
+        "--simulate-telephone",
+        action="store_true",
+        help="pass wideband audio through 8 kHz G.711 µ-law first",
+    )
+    calibrate.add_argument("--normalisation", choices=("none", "asnorm"), default="asnorm")
+    calibrate.add_argument("--top-k", type=int, default=100, help="adaptive s-norm cohort size (default 100)")
+    calibrate.add_argument("--accept-far", type=float, default=0.005, help="verified: max false accepts")
+    calibrate.add_argument("--reject-frr", type=float, default=0.02, help="not_verified: max false rejects")
+    calibrate.add_argument("--parent", help="the profile this one replaces (its hash is recorded)")
+    calibrate.add_argument("--name", help="profile name (default: the output file's stem)")
+    calibrate.add_argument("--report", type=Path, help="write the evaluation report here")
+    calibrate.add_argument(
+        "--min-speech", type=float, metavar="S", help="net speech a file needs (default 1 s)"
+    )
+    calibrate.add_argument("--jobs", type=int, default=1, help="worker processes for embedding (default 1)")
+
+    models = sub.add_parser("models", help="prepare or list the speaker models")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    prepare = models_sub.add_parser(
+        "prepare", help="export the pinned checkpoints to ONNX (needs torch once)"
+    )
+    prepare.add_argument("--force", action="store_true", help="export again even if up to date")
+    prepare.add_argument("--check-audio", type=Path, nargs="+", help="real speech files for the export check")
+    listing = models_sub.add_parser("list", help="show prepared models")
+    listing.add_argument("--no-rtf", action="store_true", help="skip measuring the real-time factor")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from voxgate.errors import InsufficientSpeech, VoxgateError
+
+    try:
+        handler = {
+            "serve": _serve,
+            "enroll": _enroll,
+            "verify": _verify,
+            "score": _score,
+            "evaluate": _evaluate,
+            "calibrate": _calibrate,
+            "models": _models,
+        }[args.command]
+        return handler(args, settings)
+    except InsufficientSpeech as exc:
+        print(f"voxgate: {exc}", file=sys.stderr)
+        return EXIT_INSUFFICIENT_SPEECH
+    except VoxgateError as exc:
+        print(f"voxgate: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- serve ----------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from voxgate.api.app import create_app
+    from voxgate.logs import configure_json_logging
+
+    if settings.log_json:
+        configure_json_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level,
+        log_config=None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
+    )
+    return 0
+
+
+# -- enroll / verify ------------------------------------------------------------------------------------
+
+
+def _voiceprint_of(path: Path, args: argparse.Namespace, settings: Settings, min_speech_s: float, what: str):  # type: ignore[no-untyped-def]
+    from voxgate.audio.decode import decode_file
+    from voxgate.audio.types import AudioLimits
+    from voxgate.biometrics.engine import Biometrics
+    from voxgate.biometrics.profile import resolve_profile
+
+    audio = decode_file(path, limits=AudioLimits.from_settings(settings), channel=args.channel)
+    profile = resolve_profile(args.profile or settings.profile, audio.sample_rate_hz)
+    biometrics = Biometrics(
+        settings.model_dir,
+        profile.model_ids,
+        threads=settings.onnx_threads,
+        max_chunk_s=settings.max_embed_chunk_s,
+    )
+    analysis = biometrics.analyse(audio)
+    return (
+        profile,
+        analysis,
+        biometrics.voiceprint(analysis, min_speech_s=min_speech_s, what=f"{what} ({path.name})"),
+    )
+
+
+def _enroll(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate.biometrics.voiceprint import combine
+    from voxgate.store import voiceprints
+    from voxgate.store.db import Store
+
+    minimum = settings.min_enroll_speech_s if args.min_speech is None else args.min_speech
+    prints = []
+    for path in args.files:
+        _, analysis, voiceprint = _voiceprint_of(path, args, settings, minimum, "enrollment")
+        print(f"{path}: {analysis.speech_s:.2f} s net speech of {analysis.duration_s:.2f} s")
+        prints.append(voiceprint)
+    combined = combine(prints)
+    source = {"kind": "recordings", "files": [p.name for p in args.files]}
+
+    async def store_it() -> None:
+        store = await Store(settings.resolved_database_url).open()
+        try:
+            await voiceprints.add(store.sessions, args.external_id, combined, source, replace=args.replace)
+        finally:
+            await store.close()
+
+    asyncio.run(store_it())
+    print(
+        f"enrolled {args.external_id}: {combined.speech_s:.2f} s net speech, models {', '.join(combined.model_ids)}"
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate.store import voiceprints
+    from voxgate.store.db import Store
+
+    async def fetch():  # type: ignore[no-untyped-def]
+        store = await Store(settings.resolved_database_url).open()
+        try:
+            return await voiceprints.get(store.sessions, args.external_id)
+        finally:
+            await store.close()
+
+    stored = asyncio.run(fetch())
+    minimum = settings.min_verify_speech_s if args.min_speech is None else args.min_speech
+    profile, analysis, voiceprint = _voiceprint_of(args.file, args, settings, minimum, "verification")
+    result = profile.score(stored.voiceprint, voiceprint)
+    print(f"verdict: {result.verdict.value}")
+    print(f"score: {result.llr:.3f}  (log-likelihood ratio, profile {profile.name})")
+    print(f"speech_length: {analysis.speech_s:.2f} s")
+    return 0
+
+
+# -- score / evaluate / calibrate -----------------------------------------------------------------------
+
+
+def _scored_trials(args: argparse.Namespace, settings: Settings, need_target: bool):  # type: ignore[no-untyped-def]
+    from voxgate.audio.types import AudioLimits
+    from voxgate.biometrics.profile import CalibrationProfile, resolve_profile
+    from voxgate.evaluation.embedding import EmbedJob, embed_files
+    from voxgate.evaluation.trials import read_trials, score_trials, trial_paths
+
+    trials = read_trials(args.trials, need_target=need_target)
+    spec = args.profile or settings.profile
+    cache: dict[int, CalibrationProfile] = {}
+
+    def profile_for(rate_hz: int) -> CalibrationProfile:
+        if rate_hz not in cache:
+            cache[rate_hz] = resolve_profile(spec, rate_hz, model=args.model)
+        return cache[rate_hz]
+
+    model_ids = sorted({m for rate in (8000, 16000) for m in profile_for(rate).model_ids})  # both channels
+    job = EmbedJob(
+        model_dir=settings.model_dir,
+        model_ids=tuple(model_ids),
+        limits=AudioLimits.from_settings(settings),
+        min_speech_s=settings.min_score_speech_s if args.min_speech is None else args.min_speech,
+        max_chunk_s=settings.max_embed_chunk_s,
+    )
+    results = embed_files(trial_paths(trials, args.root), job, jobs=args.jobs)
+    scores = score_trials(trials, results, args.root, profile_for)
+    used = {
+        results[args.root / t.test].source_rate_hz for t in trials if not results[args.root / t.test].error
+    }
+    return scores, list({id(p): p for p in (profile_for(rate) for rate in sorted(used))}.values())
+
+
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate.evaluation.trials import write_scores
+
+    scores, _ = _scored_trials(args, settings, need_target=False)
+    write_scores(scores, sys.stdout)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate.evaluation.report import evaluate, summary_lines, write_report
+
+    scores, profiles = _scored_trials(args, settings, need_target=True)
+    evaluation = evaluate(scores)
+    for line in summary_lines(evaluation, profiles):
+        print(line)
+    if args.out:
+        print(f"report: {write_report(args.out, args.trials.stem, scores, evaluation, profiles)}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate.audio.types import AudioLimits
+    from voxgate.biometrics.profile import CalibrationProfile, Channel, channel_for_rate
+    from voxgate.evaluation.datasets import read_dataset
+    from voxgate.evaluation.embedding import EmbedJob, embed_files
+    from voxgate.evaluation.fitting import EmbeddedSet, fit_profile, normalised_trials
+    from voxgate.evaluation.report import evaluate, summary_lines, write_report
+    from voxgate.evaluation.trials import Trial, TrialScore
+
+    model_ids = tuple(args.model.split("+"))
+    job = EmbedJob(
+        model_dir=settings.model_dir,
+        model_ids=model_ids,
+        limits=AudioLimits.from_settings(settings),
+        min_speech_s=settings.min_score_speech_s if args.min_speech is None else args.min_speech,
+        telephone=args.simulate_telephone,
+        max_chunk_s=settings.max_embed_chunk_s,
+    )
+    embedded = []
+    for spec in args.datasets:
+        dataset = read_dataset(spec)
+        results = embed_files(list(dataset.files), job, jobs=args.jobs, desc=dataset.name)
+        rates = [r.source_rate_hz for r in results.values() if not r.error]
+        if not rates:
+            print(f"voxgate: no usable recordings in {spec}", file=sys.stderr)
+            return EXIT_ERROR
+        channel = (
+            Channel(args.channel)
+            if args.channel
+            else (Channel.TELEPHONE if args.simulate_telephone else channel_for_rate(int(np.median(rates))))
+        )
+        embedded.append(EmbeddedSet(dataset, channel, tuple(results[p] for p in dataset.files)))
+    channel = embedded[0].channel
+    parent = CalibrationProfile.load(Path(args.parent)).content_hash if args.parent else None
+    profile = fit_profile(
+        embedded,
+        model_ids,
+        name=args.name or args.out.stem,
+        channel=channel,
+        normalisation=args.normalisation,
+        top_k=args.top_k,
+        accept_far=args.accept_far,
+        reject_frr=args.reject_frr,
+        parent_hash=parent,
+        description=f"fitted by `voxgate calibrate` on {', '.join(s.name for s in embedded)}",
+    )
+    profile.save(args.out)
+    print(
+        f"profile: {args.out} ({profile.model_id}, {profile.channel.value}, hash {profile.content_hash[:16]})"
+    )
+    scores: list[TrialScore] = []
+    for s in embedded:
+        trial_set = normalised_trials(profile, s)
+        llrs = profile.llr_from_normalised(trial_set.scores)
+        _, _, pairs, _ = s.trials()
+        files = [s.dataset.files[i] for i in s.usable()]
+        for (a, b), llr, target in zip(pairs, llrs, trial_set.is_target, strict=True):
+            trial = Trial((str(files[a]),), str(files[b]), bool(target))
+            scores.append(
+                TrialScore(
+                    trial,
+                    float(llr) - profile.offset,
+                    float(llr),
+                    profile.thresholds.verdict(float(llr)).value,
+                )
+            )
+    evaluation = evaluate(scores)
+    for line in summary_lines(evaluation, [profile]):
+        print(line)
+    if args.report:
+        print(f"report: {write_report(args.report, profile.name, scores, evaluation, [profile])}")
+    return 0
+
+
+# -- models ---------------------------------------------------------------------------------------------
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate.audio.vad import install_vad_model
+
+    if args.models_command == "prepare":
+        from voxgate.biometrics.prepare.export import prepare_models
+
+        install_vad_model(settings.model_dir)
+        cards = prepare_models(
+            settings.model_dir,
+            force=args.force,
+            check_audio=args.check_audio,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+        for card in cards:
+            print(
+                f"{card.model_id}: ready in {settings.model_dir / card.model_id} "
+                f"(export check cosine {card.export_cosine:.6f})"
+            )
+        return 0
+    return _list_models(args, settings)
+
+
+def _list_models(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate.biometrics.models import MODEL_IDS, load_model
+    from voxgate.biometrics.models.rtf import measure_rtf
+    from voxgate.errors import ModelNotPrepared
+
+    rng = np.random.default_rng(0)
+    clip = (0.1 * rng.standard_normal(10 * 16000)).astype(
+        np.float32
+    )  # 10 s; speed does not depend on content
+    print(f"{'id':<10} {'version':<26} {'sha256':<18} {'dim':>4} {'rate_hz':>7} {'rtf':>7}")
+    for model_id in MODEL_IDS:
+        try:
+            model = load_model(model_id, settings.model_dir, threads=1)
+        except ModelNotPrepared as exc:
+            print(f"{model_id:<10} not prepared: {exc}")
+            continue
+        card = model.card
+        rtf = "-" if args.no_rtf else f"{measure_rtf(model, clip):.4f}"
+        print(
+            f"{card.model_id:<10} {card.version:<26} {card.source_sha256[:16]}.. {card.dimension:>4} "
+            f"{card.sample_rate_hz:>7} {rtf:>7}"
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""Persistence: tables, migrations and repository functions. Nothing else in voxgate writes SQL."""

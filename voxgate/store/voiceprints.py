@@ -1,0 +1,99 @@
+"""Voiceprint repository: a voiceprint row and its embeddings are written in one transaction, whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from voxgate.biometrics.voiceprint import Embedding, Voiceprint
+from voxgate.errors import VoiceprintExists, VoiceprintNotFound
+from voxgate.store.tables import EmbeddingRow, VoiceprintRow
+
+MAX_EXTERNAL_ID = 256
+
+
+@dataclass(frozen=True)
+class StoredVoiceprint:
+    external_id: str
+    created: datetime
+    voiceprint: Voiceprint
+    source: dict[str, Any]
+
+
+def check_external_id(external_id: str) -> str:
+    if not external_id or len(external_id) > MAX_EXTERNAL_ID:
+        raise ValueError(f"external_id must be 1 to {MAX_EXTERNAL_ID} characters long")
+    return external_id
+
+
+def _to_stored(row: VoiceprintRow) -> StoredVoiceprint:
+    embeddings = {
+        e.model_id: Embedding.from_bytes(e.model_id, e.model_version, e.vector) for e in row.embeddings
+    }
+    created = row.created if row.created.tzinfo else row.created.replace(tzinfo=UTC)
+    return StoredVoiceprint(row.external_id, created, Voiceprint(embeddings, row.speech_s), dict(row.source))
+
+
+async def add(
+    sessions: async_sessionmaker[AsyncSession],
+    external_id: str,
+    voiceprint: Voiceprint,
+    source: dict[str, Any],
+    *,
+    replace: bool = False,
+) -> StoredVoiceprint:
+    check_external_id(external_id)
+    async with sessions() as session, session.begin():
+        existing = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
+        if existing is not None:
+            if not replace:
+                raise VoiceprintExists(f"a voiceprint for external_id {external_id!r} already exists")
+            await session.delete(existing)
+            await session.flush()
+        row = VoiceprintRow(
+            external_id=external_id,
+            created=datetime.now(UTC),
+            speech_s=voiceprint.speech_s,
+            source=source,
+            embeddings=[
+                EmbeddingRow(
+                    model_id=e.model_id,
+                    model_version=e.model_version,
+                    dimension=e.dimension,
+                    vector=e.to_bytes(),
+                )
+                for e in voiceprint.embeddings.values()
+            ],
+        )
+        session.add(row)
+        try:
+            await session.flush()
+        except IntegrityError as exc:  # a concurrent writer won the race
+            raise VoiceprintExists(f"a voiceprint for external_id {external_id!r} already exists") from exc
+        return _to_stored(row)
+
+
+async def get(sessions: async_sessionmaker[AsyncSession], external_id: str) -> StoredVoiceprint:
+    async with sessions() as session:
+        row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
+        if row is None:
+            raise VoiceprintNotFound(f"no voiceprint for external_id {external_id!r}")
+        return _to_stored(row)
+
+
+async def delete(sessions: async_sessionmaker[AsyncSession], external_id: str) -> None:
+    async with sessions() as session, session.begin():
+        row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
+        if row is None:
+            raise VoiceprintNotFound(f"no voiceprint for external_id {external_id!r}")
+        await session.delete(row)
+
+
+async def count(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(VoiceprintRow)) or 0)
