@@ -19,13 +19,15 @@ from voxgate.audio.g711 import (
 )
 from voxgate.audio.resample import resample
 from voxgate.audio.types import Audio, AudioLimits
-
-# from voxgate.audio.vad import ...  (vad.py: added separately)
+from voxgate.audio.vad import SileroVad, SpeechSegment, VadState, net_speech_s, speech_segments
 
 __all__ = [
     "Audio",
     "AudioLimits",
     "FrameBuffer",
+    "SileroVad",
+    "SpeechSegment",
+    "VadState",
     "alaw_decode",
     "alaw_decode_float",
     "alaw_encode",
@@ -33,9 +35,11 @@ __all__ = [
     "decode_bytes",
     "decode_file",
     "float_to_pcm16",
+    "net_speech_s",
     "pcm16_from_bytes",
     "pcm16_to_float",
     "resample",
+    "speech_segments",
     "telephone_channel",
     "ulaw_decode",
     "ulaw_decode_float",

@@ -99,7 +99,9 @@ def decode_bytes(
     try:
         sound_file = sf.SoundFile(io.BytesIO(data))
     except (sf.SoundFileError, RuntimeError) as exc:
-        soundfile_error = str(exc).rsplit(": ", 1)[-1]  # drop "Error opening <BytesIO ...>"
+        # "Error opening <_io.BytesIO ...>: <reason>"; for unknown data libsndfile's reason can be the
+        # misleading "File does not exist or is not a regular file", so it is only logged, not shown.
+        soundfile_error = str(exc).rsplit(": ", 1)[-1]
     else:
         with sound_file:
             if sound_file.format in _SOUNDFILE_FORMATS:
@@ -184,49 +186,57 @@ def _decode_ffmpeg(
             metadata_errors="ignore",
         )
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise _unrecognised(data, name, soundfile_error, str(exc)) from exc
+        raise _unrecognised(data, name, soundfile_error, _ffmpeg_reason(exc)) from exc
 
     with container:
         container_name = container.format.name.split(",")[0]
         if not container.streams.audio:
             raise UnsupportedAudio(f"{name}: the {container_name} container holds no audio stream")
         stream = container.streams.audio[0]  # a recording has one; with several, the first (ffmpeg order)
-        context = stream.codec_context
+        context: av.audio.codeccontext.AudioCodecContext | None = stream.codec_context
+        if context is None:  # PyAV leaves it unset when ffmpeg has no decoder for the codec
+            riff = _parse_riff(data)
+            what = f"WAV format tag 0x{riff.format_tag:04X}" if riff and riff.format_tag else "its codec"
+            raise UnsupportedAudio(
+                f"{name}: the {container_name} audio stream uses {what}, which no decoder here reads"
+            )
         codec = context.name
-        rate_hz, channels = int(context.sample_rate), int(context.channels)
-        if rate_hz:
-            _check_rate(rate_hz, limits, name)
-        column = _pick_channel(channels, channel, name) if channels else channel
+        # What the header says is checked before decoding; the first decoded frame has the last word
+        # (HE-AAC's header gives the core rate, HE-AAC v2 decodes "mono" to stereo).
+        if context.sample_rate:
+            _check_rate(int(context.sample_rate), limits, name)
+        if context.channels:
+            _pick_channel(int(context.channels), channel, name)
         declared_s = _ffmpeg_declared_s(container, stream)
         if declared_s > limits.max_duration_s:
             raise AudioTooLong(_too_long_message(name, declared_s, limits, "declares"))
 
         blocks: list[NDArray[np.float32]] = []
-        done = 0
+        done = rate_hz = channels = column = 0
         try:
             for packet in container.demux(stream):
                 _check_deadline(deadline, limits, name)
                 for frame in packet.decode():
                     frame_rate_hz, frame_channels = int(frame.sample_rate), int(frame.layout.nb_channels)
-                    if not rate_hz:
-                        rate_hz = frame_rate_hz
+                    if not blocks:
+                        rate_hz, channels = frame_rate_hz, frame_channels
                         _check_rate(rate_hz, limits, name)
-                    if not channels:
-                        channels = frame_channels
                         column = _pick_channel(channels, channel, name)
-                    if (frame_rate_hz, frame_channels) != (rate_hz, channels):
+                    elif (frame_rate_hz, frame_channels) != (rate_hz, channels):
                         raise UnsupportedAudio(
                             f"{name}: the {codec} stream changes from {rate_hz} Hz x {channels} channels to "
                             f"{frame_rate_hz} Hz x {frame_channels} mid-stream"
                         )
-                    blocks.append(_frame_column(frame, channels, column or 0))
+                    blocks.append(_frame_column(frame, channels, column))
                     done += frame.samples
                     if done > limits.max_duration_s * rate_hz:
                         raise AudioTooLong(_too_long_message(name, done / rate_hz, limits, "runs past"))
         except av.error.DecoderNotFoundError as exc:
             raise UnsupportedAudio(f"{name}: no decoder for the {codec!r} codec in {container_name}") from exc
         except av.error.FFmpegError as exc:
-            raise CorruptAudio(f"{name}: the {container_name} {codec} data is corrupt: {exc}") from exc
+            raise CorruptAudio(
+                f"{name}: the {container_name} {codec} data is corrupt: {_ffmpeg_reason(exc)}"
+            ) from exc
 
         if rate_hz and container_name == "mov" and declared_s > 0:
             # MP4 sample tables give exact durations; a shortfall means the media data was cut off
@@ -240,6 +250,12 @@ def _decode_ffmpeg(
         raise EmptyAudio(f"{name}: the {container_name} {codec} stream holds no samples")
     samples = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     return _finish(samples, rate_hz, channels, codec, container_name, name)
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    """ffmpeg's own words ("Invalid data found when processing input"), without errno and '<none>'."""
+    reason = getattr(exc, "strerror", None)
+    return str(reason) if reason else str(exc)
 
 
 def _ffmpeg_declared_s(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:
@@ -270,6 +286,7 @@ def _frame_column(frame: av.AudioFrame, channels: int, column: int) -> NDArray[n
 class _RiffInfo:
     """What a RIFF/WAVE header promises, read by us because libsndfile silently clamps a short data chunk."""
 
+    format_tag: int | None  # WAVE_FORMAT_* (1 PCM, 6 A-law, 7 µ-law, 0xFFFE extensible, ...)
     sample_rate_hz: int | None  # None when no fmt chunk precedes the data
     declared_data_bytes: int | None  # None when the writer left it unknown (streaming: 0 or 0xFFFFFFFF)
     present_data_bytes: int
@@ -279,6 +296,7 @@ def _parse_riff(data: bytes) -> _RiffInfo | None:
     if len(data) < 12 or data[8:12] != b"WAVE" or data[:4] not in (b"RIFF", b"RIFX", b"RF64"):
         return None
     endian = ">" if data[:4] == b"RIFX" else "<"
+    format_tag: int | None = None
     rate_hz: int | None = None
     ds64_data_bytes: int | None = None
     offset = 12
@@ -287,7 +305,7 @@ def _parse_riff(data: bytes) -> _RiffInfo | None:
         (chunk_bytes,) = struct.unpack_from(endian + "I", data, offset + 4)
         body = offset + 8
         if chunk_id == b"fmt " and body + 8 <= len(data):
-            (rate_hz,) = struct.unpack_from(endian + "I", data, body + 4)
+            format_tag, _, rate_hz = struct.unpack_from(endian + "HHI", data, body)
         elif chunk_id == b"ds64" and body + 16 <= len(data):
             (ds64_data_bytes,) = struct.unpack_from("<Q", data, body + 8)
         elif chunk_id == b"data":
@@ -296,9 +314,9 @@ def _parse_riff(data: bytes) -> _RiffInfo | None:
                 declared = ds64_data_bytes
             elif chunk_bytes in (0, 0xFFFFFFFF):
                 declared = None
-            return _RiffInfo(rate_hz, declared, len(data) - body)
+            return _RiffInfo(format_tag, rate_hz, declared, len(data) - body)
         offset = body + chunk_bytes + (chunk_bytes & 1)  # chunks are padded to even sizes
-    return _RiffInfo(rate_hz, None, 0)
+    return _RiffInfo(format_tag, rate_hz, None, 0)
 
 
 def _check_riff(riff: _RiffInfo, limits: AudioLimits, name: str) -> None:
@@ -312,18 +330,19 @@ def _check_riff(riff: _RiffInfo, limits: AudioLimits, name: str) -> None:
 
 
 def _ogg_ends_with_eos(data: bytes) -> bool:
-    """Whether the last Ogg page is complete and flagged end-of-stream (a cut-off file has neither).
+    """Whether the last complete Ogg page is flagged end-of-stream: a file cut short ends in a partial
+    page after pages without the flag. (Junk or a tag appended after the last page is tolerated.)
 
-    Only the tail is searched: a page is at most 65307 bytes, so the last one starts within that.
+    Only the tail is searched: pages are at most 65307 bytes, so the last one starts within it.
     """
-    search_from = max(0, len(data) - 65307)
+    search_from = max(0, len(data) - 4 * 65307)
     start = len(data)
     while (start := data.rfind(b"OggS", search_from, start)) >= 0:
-        if start + 27 <= len(data):
-            segments = data[start + 26]
-            table_end = start + 27 + segments
-            if table_end <= len(data) and table_end + sum(data[start + 27 : table_end]) == len(data):
-                return bool(data[start + 5] & 0x04)
+        if start + 27 > len(data) or data[start + 4] != 0:  # header cut off, or not stream structure v0
+            continue
+        table_end = start + 27 + data[start + 26]
+        if table_end <= len(data) and table_end + sum(data[start + 27 : table_end]) <= len(data):
+            return bool(data[start + 5] & 0x04)
     return False
 
 
@@ -371,11 +390,9 @@ def _unrecognised(data: bytes, name: str, soundfile_error: str, ffmpeg_error: st
     kind = _sniff(data)
     if kind == "text":
         return UnsupportedAudio(f"{name} is text, not audio")
+    _log.debug("%s: libsndfile: %s; ffmpeg: %s", name, soundfile_error, ffmpeg_error)
     if kind is not None:
-        return CorruptAudio(
-            f"{name} looks like {kind} but cannot be decoded "
-            f"(libsndfile: {soundfile_error}; ffmpeg: {ffmpeg_error})"
-        )
+        return CorruptAudio(f"{name} looks like {kind} but cannot be decoded: {ffmpeg_error}")
     return UnsupportedAudio(
         f"{name} is not in a recognised audio format (first bytes: {data[:8].hex(' ')}); voxgate reads "
         "WAV (PCM, A-law, µ-law, ADPCM, GSM 6.10), FLAC, Ogg Vorbis/Opus, MP3, M4A/AAC, AMR, WebM and WMA"
@@ -443,4 +460,9 @@ def _too_large_message(name: str, size_bytes: int, limits: AudioLimits) -> str:
 
 
 def _too_long_message(name: str, duration_s: float, limits: AudioLimits, verb: str) -> str:
-    return f"{name} {verb} {duration_s:.1f} s of audio; the limit is {limits.max_duration_s:g} s"
+    if verb == "declares":  # from the header, before decoding
+        return f"{name} declares {duration_s:.1f} s of audio; the limit is {limits.max_duration_s:g} s"
+    return (  # while decoding: duration_s is where decoding stopped
+        f"{name} runs past the limit of {limits.max_duration_s:g} s of audio "
+        f"(decoding stopped at {duration_s:.1f} s)"
+    )

@@ -20,7 +20,10 @@ def pcm16_to_float(pcm16: NDArray[np.int16]) -> NDArray[np.float32]:
 
 def float_to_pcm16(samples: ArrayLike) -> NDArray[np.int16]:
     """float samples in [-1, 1] -> int16, rounded to nearest and clipped (never wrapped) at full scale."""
-    scaled = np.rint(np.asarray(samples, dtype=np.float64) * PCM16_FULL_SCALE)
+    array = np.asarray(samples, dtype=np.float64)
+    if array.size and not (np.isfinite(array.max()) and np.isfinite(array.min())):
+        raise ValueError("samples contain NaN or infinity; they have no 16-bit value")
+    scaled = np.rint(array * PCM16_FULL_SCALE)
     return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 

@@ -3,8 +3,8 @@
 Bit-exact with the ITU-T reference implementation (G.191 Software Tool Library, ``g711.c``:
 ``ulaw_compress/ulaw_expand/alaw_compress/alaw_expand``). Both laws take the magnitude of a negative
 sample as its one's complement. For A-law that is also what the classic Sun ``g711.c`` (and CPython's
-``audioop``) do; for µ-law those use the two's complement, so on negative inputs they pick the next code
-about half the time. We follow the ITU reference, as WebRTC and SpanDSP do.
+``audioop``) do; for µ-law those use the two's complement, so 508 of the 32768 negative int16 inputs (those
+on a decision boundary) get the adjacent code. We follow the ITU reference, as WebRTC and SpanDSP do.
 
 Encoding is one lookup in a 65536-entry table (all int16 inputs), decoding one lookup in a 256-entry
 table: no per-sample Python work, and the tables are built once, vectorised, at import.

@@ -8,7 +8,8 @@ from numpy.typing import ArrayLike, NDArray
 
 
 def resample(samples: ArrayLike, from_hz: int, to_hz: int) -> NDArray[np.float32]:
-    """Mono float samples at ``from_hz`` -> float32 at ``to_hz`` (soxr "HQ"); a no-op copy-free when equal.
+    """Mono float samples at ``from_hz`` -> float32 at ``to_hz`` (soxr "HQ"); equal rates return the input
+    as float32 (no copy when it already is).
 
     For whole recordings: soxr flushes its filter tail at the end, so output length is
     ``round(len * to_hz / from_hz)``. Live streams need a stateful ``soxr.ResampleStream`` instead of
