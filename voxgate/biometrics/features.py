@@ -110,13 +110,15 @@ def ecapa_log_mel(waveform: npt.ArrayLike) -> FloatArray:
     mel_power = power @ ecapa_filterbank()  # (frames, mels)
     log_mel = 10.0 * np.log10(np.maximum(mel_power, ECAPA_AMIN))  # ref_value 1.0 -> no offset
     log_mel = np.maximum(log_mel, log_mel.max() - ECAPA_TOP_DB)  # per-utterance floor
-    return log_mel.astype(np.float32)
+    result: FloatArray = log_mel.astype(np.float32)
+    return result
 
 
 def ecapa_fbank(waveform: npt.ArrayLike) -> FloatArray:
     """ECAPA input features, (frames, 80): the log-mel fbank minus its mean over time."""
     log_mel = ecapa_log_mel(waveform).astype(np.float64)
-    return (log_mel - log_mel.mean(axis=0, keepdims=True)).astype(np.float32)
+    normalised: FloatArray = (log_mel - log_mel.mean(axis=0, keepdims=True)).astype(np.float32)
+    return normalised
 
 
 def _kaldi_options() -> knf.FbankOptions:
@@ -141,8 +143,9 @@ def _kaldi_options() -> knf.FbankOptions:
 def campplus_log_mel(waveform: npt.ArrayLike) -> FloatArray:
     """Kaldi log-mel fbank of one utterance, (frames, 80), before mean normalisation.
 
-    Samples stay in [-1, 1] (3D-Speaker feeds torchaudio's float waveform to ``kaldi.fbank``); a scale
-    factor would only shift every bin by a constant that the mean normalisation removes anyway.
+    Samples stay in [-1, 1], as 3D-Speaker feeds torchaudio's float waveform to ``kaldi.fbank`` (no
+    32768 scaling): a scale factor moves the signal against Kaldi's log floor (FLT_EPSILON) and changes
+    the near-empty bins (e.g. below 100 Hz in band-limited speech), not only a constant the mean removes.
     """
     samples = _mono_float32(waveform)
     _require_samples(samples, CAMPPLUS_FRAME_LENGTH)
@@ -159,4 +162,5 @@ def campplus_log_mel(waveform: npt.ArrayLike) -> FloatArray:
 def campplus_fbank(waveform: npt.ArrayLike) -> FloatArray:
     """CAM++ input features, (frames, 80): Kaldi fbank minus its mean over time."""
     log_mel = campplus_log_mel(waveform).astype(np.float64)
-    return (log_mel - log_mel.mean(axis=0, keepdims=True)).astype(np.float32)
+    normalised: FloatArray = (log_mel - log_mel.mean(axis=0, keepdims=True)).astype(np.float32)
+    return normalised

