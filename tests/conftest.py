@@ -24,9 +24,8 @@ def speech_dir() -> Path:
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
     """The prepared model directory (VOXGATE_MODEL_DIR or the default); prepared here if it is not yet."""
-    from voxgate.biometrics.prepare.export import prepare_models
-
     from voxgate.audio.vad import install_vad_model
+    from voxgate.biometrics.prepare.export import prepare_models
 
     directory = Settings().model_dir
     install_vad_model(directory)

@@ -103,7 +103,8 @@ def test_score_writes_csv_in_trial_order(
     captured = capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(captured.out)))
     assert list(rows[0]) == ["enroll", "test", "score", "llr", "verdict"]
-    expected = list(csv.DictReader(trials.open()))
+    with trials.open() as handle:
+        expected = list(csv.DictReader(handle))
     assert [(r["enroll"], r["test"]) for r in rows] == [(e["enroll"], e["test"]) for e in expected]
     llrs = [float(r["llr"]) for r in rows]
     assert min(llrs[0], llrs[2]) > max(llrs[1], llrs[3])

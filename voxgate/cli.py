@@ -11,10 +11,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voxgate.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from voxgate.biometrics.engine import SpeechAnalysis
+    from voxgate.biometrics.profile import CalibrationProfile
+    from voxgate.biometrics.voiceprint import Voiceprint
+    from voxgate.evaluation.trials import TrialScore
+    from voxgate.store.voiceprints import StoredVoiceprint
 
 log = logging.getLogger("voxgate")
 
@@ -88,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--reject-frr", type=float, default=0.02, help="not_verified: max false rejects")
     calibrate.add_argument("--parent", help="the profile this one replaces (its hash is recorded)")
     calibrate.add_argument("--name", help="profile name (default: the output file's stem)")
-    calibrate.add_argument("--report", type=Path, help="write the evaluation report here")
+    calibrate.add_argument("--report", type=Path, help="report folder (default: <out>-report beside the profile)")
     calibrate.add_argument(
         "--min-speech", type=float, metavar="S", help="net speech a file needs (default 1 s)"
     )
@@ -161,7 +169,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 # -- enroll / verify ------------------------------------------------------------------------------------
 
 
-def _voiceprint_of(path: Path, args: argparse.Namespace, settings: Settings, min_speech_s: float, what: str):  # type: ignore[no-untyped-def]
+def _voiceprint_of(
+    path: Path, args: argparse.Namespace, settings: Settings, min_speech_s: float, what: str
+) -> tuple[CalibrationProfile, SpeechAnalysis, Voiceprint]:
     from voxgate.audio.decode import decode_file
     from voxgate.audio.types import AudioLimits
     from voxgate.biometrics.engine import Biometrics
@@ -215,7 +225,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from voxgate.store import voiceprints
     from voxgate.store.db import Store
 
-    async def fetch():  # type: ignore[no-untyped-def]
+    async def fetch() -> StoredVoiceprint:
         store = await Store(settings.resolved_database_url).open()
         try:
             return await voiceprints.get(store.sessions, args.external_id)
@@ -235,9 +245,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 # -- score / evaluate / calibrate -----------------------------------------------------------------------
 
 
-def _scored_trials(args: argparse.Namespace, settings: Settings, need_target: bool):  # type: ignore[no-untyped-def]
+def _scored_trials(
+    args: argparse.Namespace, settings: Settings, need_target: bool
+) -> tuple[list[TrialScore], list[CalibrationProfile]]:
     from voxgate.audio.types import AudioLimits
-    from voxgate.biometrics.profile import CalibrationProfile, resolve_profile
+    from voxgate.biometrics.profile import resolve_profile
     from voxgate.evaluation.embedding import EmbedJob, embed_files
     from voxgate.evaluation.trials import read_trials, score_trials, trial_paths
 
@@ -355,8 +367,8 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     evaluation = evaluate(scores)
     for line in summary_lines(evaluation, [profile]):
         print(line)
-    if args.report:
-        print(f"report: {write_report(args.report, profile.name, scores, evaluation, [profile])}")
+    report_dir = args.report or args.out.with_name(f"{args.out.stem}-report")
+    print(f"report: {write_report(report_dir, profile.name, scores, evaluation, [profile])}")
     return 0
 
 

@@ -35,7 +35,7 @@ def test_each_set_counts_equally() -> None:
     w2, b2 = fit_linear_fusion([small, repeated])
     np.testing.assert_allclose(w1, w2, rtol=1e-4)
     assert b1 == pytest.approx(b2, rel=1e-4)
-    w_large, b_large = fit_linear_fusion([large])
+    _, b_large = fit_linear_fusion([large])
     assert abs(b1 - b_large) > 0.5, "the small set must pull the fit too"
 
 

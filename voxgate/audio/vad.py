@@ -132,9 +132,10 @@ class SegmentationRules:
     pad_s: float = 0.03
 
 
-def speech_segments(probs: FloatArray, rules: SegmentationRules = SegmentationRules()) -> list[SpeechSegment]:
+def speech_segments(probs: FloatArray, rules: SegmentationRules | None = None) -> list[SpeechSegment]:
     """Hysteresis over window probabilities: speech starts at ``threshold`` and ends after ``min_silence_s``
     below ``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped. Unpadded."""
+    rules = rules or SegmentationRules()
     low = max(rules.threshold - 0.15, 0.01)
     segments: list[SpeechSegment] = []
     start: int | None = None

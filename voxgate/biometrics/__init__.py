@@ -1,6 +1,13 @@
 """Speaker biometrics: models, voiceprints, calibration profiles and scoring."""
 
-from voxgate.biometrics.profile import CalibrationProfile, Channel, ScoreResult, Thresholds, Verdict, resolve_profile
+from voxgate.biometrics.profile import (
+    CalibrationProfile,
+    Channel,
+    ScoreResult,
+    Thresholds,
+    Verdict,
+    resolve_profile,
+)
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint, combine
 
 __all__ = [

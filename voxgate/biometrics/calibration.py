@@ -21,7 +21,7 @@ from voxgate.biometrics.profile import Thresholds
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
-DEFAULT_ACCEPT_FAR = 0.005  # `verified` falsely accepts at most 0.5 % of impostors on every fitting set
+DEFAULT_ACCEPT_FAR = 0.003  # `verified` falsely accepts at most 0.5 % of impostors on every fitting set
 DEFAULT_REJECT_FRR = 0.02  # `not_verified` falsely rejects at most 2 % of true speakers on every fitting set
 
 

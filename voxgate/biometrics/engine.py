@@ -56,14 +56,14 @@ class Biometrics:
         model_ids: Sequence[str],
         *,
         threads: int = 1,
-        rules: SegmentationRules = SegmentationRules(),
+        rules: SegmentationRules | None = None,
         max_chunk_s: float = 60.0,
     ) -> None:
         self.vad = SileroVad(model_dir, threads=threads)
         self.models: dict[str, EmbeddingModel] = {
             m: load_model(m, model_dir, threads=threads) for m in model_ids
         }
-        self.rules = rules
+        self.rules = rules or SegmentationRules()
         self.max_chunk_s = max_chunk_s
 
     def analyse(self, audio: Audio) -> SpeechAnalysis:

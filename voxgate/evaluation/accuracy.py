@@ -58,7 +58,7 @@ SYSTEMS = (
     System("ecapa+campplus", "ECAPA+CAM++ AS-norm fused", ("ecapa", "campplus"), "asnorm"),
 )
 # The shipped profiles: `<channel>` is the default engine; `<channel>-<model>` for --model.
-SHIPPED = {"": "ecapa+campplus", "-ecapa": "ecapa", "-campplus": "campplus"}
+SHIPPED = {"": "fused-raw", "-ecapa": "ecapa-raw", "-campplus": "campplus-raw"}
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,8 @@ def _evaluate(profile: CalibrationProfile, embedded: EmbeddedSet, system: System
     nontarget_verdicts = [v for v, t in zip(verdicts, trials.is_target, strict=True) if not t]
     by_length: dict[float, float] = {}
     for length in LENGTHS_S:
+        if len(embedded.usable(length)) == 0:
+            continue  # no recording of this set has that much speech
         cropped = normalised_trials(profile, embedded, test_length_s=length)
         if cropped.is_target.any() and (~cropped.is_target).any():
             c_llr = profile.llr_from_normalised(cropped.scores)

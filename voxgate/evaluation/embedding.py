@@ -73,9 +73,11 @@ def embed_one(path: Path, job: EmbedJob, biometrics: Biometrics) -> FileResult:
             audio = Audio(samples, rate, audio.channels_in_source, "ULAW", "simulated telephone channel")
         analysis = biometrics.analyse(audio)
         speech_s = analysis.speech_s
+        # A crop exists only where the recording has more speech than the crop length.
         voiceprints = {
             length: biometrics.voiceprint(analysis, min_speech_s=job.min_speech_s, max_speech_s=length)
             for length in job.lengths_s
+            if length is None or speech_s > length
         }
     except VoxgateError as exc:
         return FileResult(path, source_rate_hz, speech_s, {}, f"{type(exc).__name__}: {exc}")

@@ -44,11 +44,7 @@ class EmbeddedSet:
     def usable(self, length_s: float | None = None) -> IntArray:
         """Indices of files that gave a voiceprint (of at least ``length_s`` net speech, if given)."""
         return np.array(
-            [
-                i
-                for i, r in enumerate(self.results)
-                if not r.error and length_s in r.voiceprints and (length_s is None or r.speech_s >= length_s)
-            ],
+            [i for i, r in enumerate(self.results) if not r.error and length_s in r.voiceprints],
             dtype=np.int64,
         )
 
