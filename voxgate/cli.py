@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--reject-frr", type=float, default=0.02, help="not_verified: max false rejects")
     calibrate.add_argument("--parent", help="the profile this one replaces (its hash is recorded)")
     calibrate.add_argument("--name", help="profile name (default: the output file's stem)")
-    calibrate.add_argument("--report", type=Path, help="report folder (default: <out>-report beside the profile)")
+    calibrate.add_argument(
+        "--report", type=Path, help="report folder (default: <out>-report beside the profile)"
+    )
     calibrate.add_argument(
         "--min-speech", type=float, metavar="S", help="net speech a file needs (default 1 s)"
     )
@@ -111,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--check-audio", type=Path, nargs="+", help="real speech files for the export check")
     listing = models_sub.add_parser("list", help="show prepared models")
     listing.add_argument("--no-rtf", action="store_true", help="skip measuring the real-time factor")
+
+    from voxgate import accounts_cli
+
+    accounts_cli.add_parser(sub)
     return parser
 
 
@@ -133,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "evaluate": _evaluate,
             "calibrate": _calibrate,
             "models": _models,
+            "reset-password": _reset_password,
         }[args.command]
         return handler(args, settings)
     except InsufficientSpeech as exc:
@@ -370,6 +377,12 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     report_dir = args.report or args.out.with_name(f"{args.out.stem}-report")
     print(f"report: {write_report(report_dir, profile.name, scores, evaluation, [profile])}")
     return 0
+
+
+def _reset_password(args: argparse.Namespace, settings: Settings) -> int:
+    from voxgate import accounts_cli
+
+    return accounts_cli.command(args, settings)
 
 
 # -- models ---------------------------------------------------------------------------------------------

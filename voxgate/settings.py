@@ -70,9 +70,29 @@ class Settings(BaseSettings):
     vad_threshold: float = 0.5
     onnx_threads: int = Field(default=1, description="onnxruntime intra-op threads per session.")
 
-    # account (used from the API issue on)
+    # live streams
+    max_streams: int = Field(default=100, description="Concurrent live streams; more get 503.")
+    stream_idle_timeout_s: float = Field(default=10.0, description="A stream without audio this long closes.")
+    stream_chunk_s: float = Field(
+        default=3.0,
+        description="Net speech of a live stream embedded at once (the voiceprint grows in steps).",
+    )
+    max_stream_request_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Largest body of one POST /api/v2/stream/HTTP/data request."
+    )
+
+    # account and logs
     admin_user: str = "admin"
-    admin_password: SecretStr | None = None
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the API account on first start; generated and shown once if unset.",
+    )
+    token_ttl_s: int = Field(default=7 * 24 * 3600, description="API token lifetime, seconds.")
+    event_retention_days: int = Field(default=90, description="Events older than this are purged.")
+    max_snapshot_bytes: int = Field(
+        default=1 << 30, description="Largest snapshot or backup accepted, bytes (compressed and inflated)."
+    )
+    max_profile_bytes: int = Field(default=64 << 20, description="Largest calibration profile upload, bytes.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,129 @@
+"""The one place that maps domain exceptions to HTTP status codes and a JSON ``detail``.
+
+Nothing a client can send may become a 500: every error voxgate raises on purpose has a status here,
+and request validation errors keep FastAPI's 422 shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from voxgate import errors
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(errors.VoxgateError):
+    """An error that only makes sense at the HTTP edge (auth, maintenance, capacity, bad request)."""
+
+    status_code = 400
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+
+class Forbidden(ApiError):
+    """The caller may not do this from where it is (e.g. a password reset from another machine)."""
+
+    status_code = 403
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    status_code = 409
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+
+
+class MaintenanceMode(ApiError):
+    status_code = 423
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+
+
+class NoCapacity(ApiError):
+    status_code = 503
+
+
+STATUS: dict[type[errors.VoxgateError], int] = {
+    errors.EmptyAudio: 400,
+    errors.CorruptAudio: 400,
+    errors.MultiChannelAudio: 400,
+    errors.BadSampleRate: 400,
+    errors.UnsupportedAudio: 415,
+    errors.AudioTooLarge: 413,
+    errors.AudioTooLong: 413,
+    errors.InsufficientSpeech: 400,
+    errors.VoiceprintNotFound: 404,
+    errors.VoiceprintExists: 409,
+    errors.ModelMismatch: 409,
+    errors.ProfileError: 400,
+    errors.ModelNotPrepared: 503,
+    errors.ModelError: 503,
+}
+
+
+def status_for(exc: errors.VoxgateError) -> int:
+    if isinstance(exc, ApiError):
+        return exc.status_code
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+async def _voxgate_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.VoxgateError)
+    status = status_for(exc)
+    if status >= 500:
+        log.error("request failed: %s", exc, extra={"path": request.url.path})
+    headers = exc.headers if isinstance(exc, ApiError) else None
+    return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
+
+
+def _json_safe(value: Any) -> Any:
+    """Validation errors echo the client's input; NaN, infinities and odd objects must not break JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        {"detail": _json_safe(jsonable_encoder(exc.errors(), custom_encoder={float: _json_safe}))}, 422
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.VoxgateError, _voxgate_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

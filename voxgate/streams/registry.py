@@ -1,0 +1,212 @@
+"""The live streams of this process: open, find, close; a capacity limit and an idle timeout.
+
+The registry knows nothing of HTTP or of the store: doors open and feed streams through it, and whoever
+needs to know when streams start and stop (the event log, later webhooks) passes listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid as uuid_module
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+from voxgate.errors import ModelNotPrepared
+from voxgate.streams.session import (
+    CHUNK_S,
+    InfoValue,
+    StreamCapacity,
+    StreamExists,
+    StreamNotFound,
+    StreamSession,
+    StreamType,
+)
+
+if TYPE_CHECKING:
+    from voxgate.biometrics.engine import Biometrics
+
+log = logging.getLogger(__name__)
+
+MAX_STREAMS = 100  # defaults; the server passes VOXGATE_MAX_STREAMS and VOXGATE_STREAM_IDLE_TIMEOUT_S
+IDLE_TIMEOUT_S = 10.0
+
+StartListener = Callable[[StreamSession], Awaitable[None]]
+StopListener = Callable[[StreamSession, str], Awaitable[None]]  # (session, reason)
+
+
+def parse_uuid(text: str) -> str:
+    """The canonical form of a stream uuid; ValueError for anything that is not a UUID."""
+    return str(uuid_module.UUID(text))
+
+
+class StreamRegistry:
+    """Live streams by uuid. Single event loop: every method runs on it (pushes leave it, see
+    :meth:`StreamSession.feed`)."""
+
+    def __init__(
+        self,
+        biometrics: Biometrics | None,
+        *,
+        max_streams: int = MAX_STREAMS,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        chunk_s: float = CHUNK_S,
+        on_start: StartListener | None = None,
+        on_stop: StopListener | None = None,
+    ) -> None:
+        if max_streams < 1 or idle_timeout_s <= 0:
+            raise ValueError("max_streams must be >= 1 and idle_timeout_s > 0")
+        self.biometrics = biometrics
+        self.max_streams = max_streams
+        self.idle_timeout_s = idle_timeout_s
+        self.chunk_s = chunk_s
+        self.max_at_once = 0  # the most streams that ran at the same time since start
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self._streams: dict[str, StreamSession] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the idle-timeout task (on the running event loop)."""
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(
+                self._reap_idle(), name="stream-idle-timeout"
+            )
+
+    async def stop(self) -> None:
+        """Stop the idle-timeout task (streams stay open; see :meth:`close_all`)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.idle_timeout_s / 4))
+            try:
+                await self.close_idle()
+            except Exception:  # the reaper must survive anything a listener does
+                log.exception("closing idle streams failed")
+
+    async def close_idle(self) -> list[str]:
+        """Close streams without audio for ``idle_timeout_s`` (never one in the middle of a push)."""
+        now = time.monotonic()
+        idle = [s.uuid for s in self._streams.values() if s.busy == 0 and s.idle_s(now) > self.idle_timeout_s]
+        for stream_uuid in idle:
+            if stream_uuid in self._streams:
+                log.info("stream idle, closing", extra={"stream_uuid": stream_uuid})
+                await self.close(stream_uuid, "idle_timeout")
+        return idle
+
+    # -- streams -------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        type: StreamType,
+        sample_rate_hz: int,
+        info: Mapping[str, InfoValue] | None = None,
+        *,
+        uuid: str | None = None,
+    ) -> StreamSession:
+        """Open a stream (a fresh uuid4 unless the door brings its own, as WebSocket does)."""
+        if self.biometrics is None:
+            raise ModelNotPrepared("the biometric models are not loaded: run `voxgate models prepare`")
+        stream_uuid = parse_uuid(uuid) if uuid is not None else str(uuid_module.uuid4())
+        if stream_uuid in self._streams:
+            raise StreamExists(f"stream {stream_uuid} already exists")
+        if len(self._streams) >= self.max_streams:
+            raise StreamCapacity(
+                f"{len(self._streams)} streams are running, the configured maximum is {self.max_streams}"
+            )
+        session = StreamSession(
+            stream_uuid, type, sample_rate_hz, info or {}, self.biometrics, chunk_s=self.chunk_s
+        )
+        self._streams[stream_uuid] = session
+        self.max_at_once = max(self.max_at_once, len(self._streams))
+        log.info(
+            "stream started",
+            extra={"stream_uuid": stream_uuid, "stream_type": type.value, "sample_rate_hz": sample_rate_hz},
+        )
+        if self._on_start is not None:
+            await self._notify(self._on_start(session))
+        return session
+
+    def get(self, stream_uuid: str, type: StreamType | None = None) -> StreamSession:
+        """The live stream ``stream_uuid`` (of ``type`` if given); StreamNotFound otherwise."""
+        try:
+            key = parse_uuid(stream_uuid)
+        except ValueError:
+            raise StreamNotFound(f"{stream_uuid!r} is not a stream uuid") from None
+        session = self._streams.get(key)
+        if session is None or (type is not None and session.type is not type):
+            kind = f"{type.value} stream" if type is not None else "stream"
+            raise StreamNotFound(f"no running {kind} {key} (never opened, closed, or timed out)")
+        return session
+
+    def all(self) -> list[StreamSession]:
+        return sorted(self._streams.values(), key=lambda s: s.started_monotonic)
+
+    def find(
+        self, stream_uuid: str | None = None, info: Mapping[str, InfoValue] | None = None
+    ) -> list[StreamSession]:
+        """Streams with that uuid (if given) whose info holds every given key with the given value."""
+        wanted = dict(info or {})
+        if stream_uuid is not None:
+            try:
+                stream_uuid = parse_uuid(stream_uuid)
+            except ValueError:
+                return []
+        found = []
+        for session in self.all():
+            if stream_uuid is not None and session.uuid != stream_uuid:
+                continue
+            if all(key in session.info and _same(session.info[key], value) for key, value in wanted.items()):
+                found.append(session)
+        return found
+
+    def running_by_type(self) -> dict[StreamType, int]:
+        counts = Counter(s.type for s in self._streams.values())
+        return {t: counts.get(t, 0) for t in StreamType}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    async def close(self, stream_uuid: str, reason: str = "closed") -> StreamSession:
+        """Close one stream; listeners hear ``reason`` (``closed``, ``idle_timeout``, ``force_off``...)."""
+        session = self.get(stream_uuid)
+        del self._streams[session.uuid]
+        session.close()
+        log.info(
+            "stream stopped",
+            extra={"stream_uuid": session.uuid, "reason": reason, "speech_s": round(session.speech_s, 2)},
+        )
+        if self._on_stop is not None:
+            await self._notify(self._on_stop(session, reason))
+        return session
+
+    async def close_all(self, reason: str = "force_off") -> int:
+        """Close every stream (maintenance ``force_off``, shutdown); returns how many were closed."""
+        closed = 0
+        for stream_uuid in list(self._streams):
+            if stream_uuid in self._streams:
+                await self.close(stream_uuid, reason)
+                closed += 1
+        return closed
+
+    @staticmethod
+    async def _notify(call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception:  # a listener (event log, webhook) must not break the stream
+            log.exception("stream listener failed")
+
+
+def _same(actual: InfoValue, wanted: InfoValue) -> bool:
+    """Info values match when equal, or when one is the text of the other (``"42"`` finds ``42``)."""
+    return actual == wanted or str(actual) == str(wanted)
