@@ -181,6 +181,7 @@ def _voiceprint_of(
 ) -> tuple[CalibrationProfile, SpeechAnalysis, Voiceprint]:
     from voxgate.audio.decode import decode_file
     from voxgate.audio.types import AudioLimits
+    from voxgate.audio.vad import SegmentationRules
     from voxgate.biometrics.engine import Biometrics
     from voxgate.biometrics.profile import resolve_profile
 
@@ -189,6 +190,7 @@ def _voiceprint_of(
     biometrics = Biometrics(
         settings.model_dir,
         profile.model_ids,
+        rules=SegmentationRules(threshold=settings.vad_threshold),
         threads=settings.onnx_threads,
         max_chunk_s=settings.max_embed_chunk_s,
     )

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     max_embed_chunk_s: float = Field(
         default=60.0, description="Speech longer than this is embedded in chunks and pooled (bounds memory)."
     )
-    vad_threshold: float = 0.5
+    vad_threshold: float = Field(default=0.5, description="Silero speech probability threshold.")
     onnx_threads: int = Field(default=1, description="onnxruntime intra-op threads per session.")
 
     # live streams

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
 
 from voxgate.api.errors import MaintenanceMode, Unauthorized
 from voxgate.api.state import Services
@@ -29,9 +30,17 @@ def token_from_header(authorization: str | None) -> str | None:
     return token.strip()
 
 
+# Declared as a security scheme so Swagger UI shows an "Authorize" button (enter `Token <token>`).
+token_header = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    scheme_name="Token",
+    description="`Token <token>`, the key returned by `POST /rest-auth/login/`.",
+)
+
+
 async def require_token(
-    services: ServicesDep,
-    authorization: Annotated[str | None, Header(description="`Token <token>` from /rest-auth/login/")] = None,
+    services: ServicesDep, authorization: Annotated[str | None, Depends(token_header)] = None
 ) -> str:
     """The username behind a valid, unexpired token; 401 otherwise."""
     token = token_from_header(authorization)

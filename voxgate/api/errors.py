@@ -95,11 +95,32 @@ def status_for(exc: errors.VoxgateError) -> int:
     return 400
 
 
+async def _record_error(request: Request, status: int, detail: str) -> None:
+    """Every refused request is an event too (auth failures included), so operators can see them."""
+    from voxgate.store import events
+
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return
+    try:
+        await events.record(
+            services.store.sessions,
+            events.ERROR,
+            str(status),
+            method=request.method,
+            path=request.url.path,
+            detail=detail,
+        )
+    except Exception:  # an unwritable event log must not turn a 4xx into a 500
+        log.exception("could not record an error event")
+
+
 async def _voxgate_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.VoxgateError)
     status = status_for(exc)
     if status >= 500:
         log.error("request failed: %s", exc, extra={"path": request.url.path})
+    await _record_error(request, status, exc.message)
     headers = exc.headers if isinstance(exc, ApiError) else None
     return JSONResponse({"detail": exc.message}, status_code=status, headers=headers)
 
@@ -119,6 +140,7 @@ def _json_safe(value: Any) -> Any:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    await _record_error(request, 422, "request validation failed")
     return JSONResponse(
         {"detail": _json_safe(jsonable_encoder(exc.errors(), custom_encoder={float: _json_safe}))}, 422
     )
