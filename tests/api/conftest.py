@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -43,3 +48,48 @@ async def auth(client: httpx.AsyncClient) -> dict[str, str]:
     response = await client.post("/rest-auth/login/", json={"username": "admin", "password": ADMIN_PASSWORD})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Token {response.json()['key']}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_dir: Path
+) -> Iterator[str]:
+    """A real `voxgate serve` on a free loopback port with a fresh data directory; its base URL.
+
+    The admin password is the test module's ``PASSWORD``. The server is stopped after the module.
+    """
+    data = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "VOXGATE_DATA_DIR": str(data),
+        "VOXGATE_MODEL_DIR": str(model_dir),
+        "VOXGATE_ADMIN_PASSWORD": request.module.PASSWORD,
+        "VOXGATE_LOG_LEVEL": "warning",
+    }
+    log = (data / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voxgate", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError((data / "server.log").read_text()) from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

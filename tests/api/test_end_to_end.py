@@ -8,60 +8,15 @@ maintenance mode; the event log and billing aggregate see it all.
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 import soundfile as sf
 import soxr
 
 PASSWORD = "end-to-end-password"
 LIBRI = "librispeech_test_other"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("e2e")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "VOXGATE_DATA_DIR": str(data),
-        "VOXGATE_MODEL_DIR": str(model_dir),
-        "VOXGATE_ADMIN_PASSWORD": PASSWORD,
-    }
-    log = (data / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voxgate", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError((data / "server.log").read_text()) from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def _speech(speech_dir: Path, speaker: str, files: slice) -> np.ndarray:
@@ -90,13 +45,13 @@ def _stream(client: httpx.Client, samples: np.ndarray) -> str:
     return str(uuid)
 
 
-def test_contact_centre_flow(server: str, speech_dir: Path) -> None:
-    with httpx.Client(base_url=server, timeout=120) as anonymous:
+def test_contact_centre_flow(live_server: str, speech_dir: Path) -> None:
+    with httpx.Client(base_url=live_server, timeout=120) as anonymous:
         assert anonymous.post("/api/v2/stream/HTTP", json={}).status_code == 401
         login = anonymous.post("/rest-auth/login/", json={"username": "admin", "password": PASSWORD})
     assert login.status_code == 200
     headers = {"Authorization": f"Token {login.json()['key']}"}
-    with httpx.Client(base_url=server, timeout=120, headers=headers) as client:
+    with httpx.Client(base_url=live_server, timeout=120, headers=headers) as client:
         _flow(client, speech_dir)
 
 

@@ -7,11 +7,6 @@ Endpoints that end the test's own session (logout, password change, reset) are l
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,63 +20,19 @@ EXAMPLES = int(os.environ.get("VOXGATE_SCHEMATHESIS_EXAMPLES", "10"))  # per ope
 EXCLUDED = r"^/(rest-auth/(logout|password/change)/|api/v2/maintenance/reset_password)$"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[str]:
-    data = tmp_path_factory.mktemp("schemathesis")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "VOXGATE_DATA_DIR": str(data),
-        "VOXGATE_MODEL_DIR": str(model_dir),
-        "VOXGATE_ADMIN_PASSWORD": PASSWORD,
-        "VOXGATE_LOG_LEVEL": "warning",
-    }
-    log = (data / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voxgate", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError((data / "server.log").read_text()) from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def token(server: str) -> str:
-    response = httpx.post(f"{server}/rest-auth/login/", json={"username": "admin", "password": PASSWORD})
+def token(live_server: str) -> str:
+    response = httpx.post(f"{live_server}/rest-auth/login/", json={"username": "admin", "password": PASSWORD})
     response.raise_for_status()
     return str(response.json()["key"])
 
 
-def test_no_server_errors_and_schema_conformance(server: str, token: str) -> None:
+def test_no_server_errors_and_schema_conformance(live_server: str, token: str) -> None:
     """Every operation, a few generated requests each; all failures are collected, then reported together.
 
     (schemathesis' own pytest plugin does not run on this pytest, so operations are driven directly.)
     """
-    schema = schemathesis.openapi.from_url(f"{server}/swagger/openapi.json").exclude(path_regex=EXCLUDED)
+    schema = schemathesis.openapi.from_url(f"{live_server}/swagger/openapi.json").exclude(path_regex=EXCLUDED)
     headers = {"Authorization": f"Token {token}"}
     failures: list[str] = []
     operations = 0

@@ -14,10 +14,29 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from voxgate import errors
 
 log = logging.getLogger(__name__)
+
+
+class Detail(BaseModel):
+    """The body of every error response."""
+
+    detail: str = Field(description="What went wrong, for a human.", examples=["invalid or expired token"])
+
+
+def error_response(description: str, example: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry: the ``{"detail": ...}`` error shape with an example."""
+    return {
+        "model": Detail,
+        "description": description,
+        "content": {"application/json": {"example": {"detail": example}}},
+    }
+
+
+UNAUTHORIZED = error_response("No token, or an invalid or expired one.", "invalid or expired token")
 
 
 class ApiError(errors.VoxgateError):

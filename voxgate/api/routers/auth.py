@@ -22,8 +22,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from voxgate.api import errors
 from voxgate.api.deps import ServicesDep, User, token_from_header
-from voxgate.api.errors import BadRequest, Forbidden, TooManyRequests
+from voxgate.api.errors import BadRequest, Detail, Forbidden, TooManyRequests
+from voxgate.api.errors import error_response as _error
 from voxgate.api.state import Services
 from voxgate.api.throttle import LoginThrottle
 from voxgate.store import accounts, events
@@ -38,10 +40,6 @@ router = APIRouter(tags=["authentication"])
 
 
 # -- schemas -------------------------------------------------------------------------------------------
-
-
-class Detail(BaseModel):
-    detail: str = Field(description="What happened, for a human.", examples=["Successfully logged out."])
 
 
 class LoginRequest(BaseModel):
@@ -96,17 +94,7 @@ class PasswordResetResponse(BaseModel):
     )
 
 
-def _error(description: str, example: str) -> dict[str, Any]:
-    return {
-        "model": Detail,
-        "description": description,
-        "content": {"application/json": {"example": {"detail": example}}},
-    }
-
-
-UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
-    401: _error("No token, or an invalid or expired one.", "invalid or expired token")
-}
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: errors.UNAUTHORIZED}
 
 # -- helpers -------------------------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from voxgate.api.deps import ServicesDep, User
-from voxgate.api.errors import BadRequest
-from voxgate.api.routers.auth import UNAUTHORIZED, Detail
+from voxgate.api.errors import BadRequest, Detail
+from voxgate.api.routers.auth import UNAUTHORIZED
 from voxgate.api.state import Services
 from voxgate.store import accounts, events
 

@@ -20,7 +20,8 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxgate.api.deps import ServicesDep, User
-from voxgate.api.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from voxgate.api.errors import UNAUTHORIZED, BadRequest, Conflict, NotFound, PayloadTooLarge
+from voxgate.api.errors import error_response as _error
 from voxgate.api.state import Services
 from voxgate.biometrics.models import read_card
 from voxgate.biometrics.profile import DEFAULT_MODEL, resolve_profile
@@ -43,21 +44,6 @@ LOCK_HINT = "unlock with GET /api/v2/maintenance/unlock"
 # -- schemas ----------------------------------------------------------------------------------------------
 
 
-class Detail(BaseModel):
-    detail: str = Field(
-        description="What went wrong, for a human.", examples=["no calibration profile '...'"]
-    )
-
-
-def _error(description: str, example: str) -> dict[str, Any]:
-    return {
-        "model": Detail,
-        "description": description,
-        "content": {"application/json": {"example": {"detail": example}}},
-    }
-
-
-UNAUTHORIZED = _error("No token, or an invalid or expired one.", "invalid or expired token")
 NO_MODELS = _error(
     "The embedding models are not prepared, so imported vectors cannot be checked.",
     "/models/ecapa/model.json is missing; run `voxgate models prepare`",

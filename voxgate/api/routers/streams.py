@@ -19,7 +19,14 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from voxgate import __version__
 from voxgate.api.deps import ServicesDep, Unlocked, User
-from voxgate.api.errors import Conflict, NoCapacity, NotFound, PayloadTooLarge
+from voxgate.api.errors import (
+    UNAUTHORIZED,
+    Conflict,
+    NoCapacity,
+    NotFound,
+    PayloadTooLarge,
+    error_response,
+)
 from voxgate.api.state import Services
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
@@ -58,10 +65,6 @@ INFO_EXAMPLE = {"source_uuid": "crm-line-7", "callid": "a84b4c76e66710", "caller
 UUID_EXAMPLE = "3f2b8c1e-7d4a-4e8b-9c0d-5a6b7c8d9e0f"
 
 # -- schemas -------------------------------------------------------------------------------------------
-
-
-class Detail(BaseModel):
-    detail: str = Field(description="What went wrong, for a human.", examples=["no running stream ..."])
 
 
 class StreamOpenRequest(BaseModel):
@@ -163,16 +166,6 @@ class Status(BaseModel):
     maintenance: bool = Field(description="Maintenance mode: new streams, enroll, verify and import get 423.")
 
 
-def error_response(description: str, example: str) -> dict[str, Any]:
-    """An OpenAPI `responses` entry: the `{"detail": ...}` error shape with an example."""
-    return {
-        "model": Detail,
-        "description": description,
-        "content": {"application/json": {"example": {"detail": example}}},
-    }
-
-
-UNAUTHORIZED = error_response("No token, or an invalid or expired one.", "invalid or expired token")
 STREAM_NOT_FOUND = error_response(
     "No running stream with that uuid (never opened, closed, timed out, or not a uuid).",
     f"no running HTTP stream {UUID_EXAMPLE} (never opened, closed, or timed out)",

@@ -29,8 +29,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.api.deps import ServicesDep, Unlocked, User
-from voxgate.api.errors import BadRequest
-from voxgate.api.routers.streams import LOCKED, UNAUTHORIZED, UUID_EXAMPLE, error_response, get_stream
+from voxgate.api.errors import UNAUTHORIZED, BadRequest, error_response
+from voxgate.api.routers.streams import LOCKED, UUID_EXAMPLE, get_stream
 from voxgate.api.state import Services
 from voxgate.audio.decode import decode_bytes
 from voxgate.audio.types import AudioLimits
