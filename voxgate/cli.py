@@ -403,11 +403,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
             check_audio=args.check_audio,
             log=lambda line: print(line, file=sys.stderr),
         )
-        for card in cards:
-            print(
-                f"{card.model_id}: ready in {settings.model_dir / card.model_id} "
-                f"(export check cosine {card.export_cosine:.6f})"
-            )
+        print(f"models ready in {settings.model_dir}: {', '.join(card.model_id for card in cards)}")
         return 0
     return _list_models(args, settings)
 
