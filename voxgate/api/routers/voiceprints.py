@@ -304,27 +304,25 @@ async def enroll(
             required_speech_length=required_s,
         )
 
+    async def note(outcome: str, speech_s: float, model: str | None = None) -> None:
+        extra: dict[str, Any] = {} if model is None else {"model": model}
+        await events.record(
+            sessions,
+            events.ENROLL,
+            outcome,
+            stream_uuid=stream.uuid,
+            external_id=body.external_id,
+            speech_s=speech_s,
+            **extra,
+        )
+
     try:
         voiceprint = stream.voiceprint(required_s, "an enrollment")
     except InsufficientSpeech as exc:
         if await _exists(sessions, body.external_id):
-            await events.record(
-                sessions,
-                events.ENROLL,
-                "exists",
-                stream_uuid=stream.uuid,
-                external_id=body.external_id,
-                speech_s=exc.speech_s,
-            )
+            await note("exists", exc.speech_s)
             raise VoiceprintExists(f"{ENROLL_EXISTS} ({body.external_id!r})") from None
-        await events.record(
-            sessions,
-            events.ENROLL,
-            NOT_ENOUGH_SPEECH,
-            stream_uuid=stream.uuid,
-            external_id=body.external_id,
-            speech_s=exc.speech_s,
-        )
+        await note(NOT_ENOUGH_SPEECH, exc.speech_s)
         response.status_code = 200
         return answer("not_enough_speech", ENROLL_NOT_ENOUGH, exc.speech_s)
     source = {
@@ -336,24 +334,9 @@ async def enroll(
     try:
         await voiceprints.add(sessions, body.external_id, voiceprint, source)
     except VoiceprintExists:
-        await events.record(
-            sessions,
-            events.ENROLL,
-            "exists",
-            stream_uuid=stream.uuid,
-            external_id=body.external_id,
-            speech_s=voiceprint.speech_s,
-        )
+        await note("exists", voiceprint.speech_s)
         raise
-    await events.record(
-        sessions,
-        events.ENROLL,
-        events.CREATED,
-        stream_uuid=stream.uuid,
-        external_id=body.external_id,
-        speech_s=voiceprint.speech_s,
-        model=_model_name(voiceprint),
-    )
+    await note(events.CREATED, voiceprint.speech_s, model=_model_name(voiceprint))
     return answer("created", ENROLL_CREATED, voiceprint.speech_s)
 
 
