@@ -312,7 +312,7 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from voxgate.biometrics.profile import CalibrationProfile, Channel, channel_for_rate
     from voxgate.evaluation.datasets import read_dataset
     from voxgate.evaluation.embedding import EmbedJob, embed_files
-    from voxgate.evaluation.fitting import EmbeddedSet, fit_profile, normalised_trials
+    from voxgate.evaluation.fitting import EmbeddedSet, fit_profile
     from voxgate.evaluation.report import evaluate, summary_lines, write_report
     from voxgate.evaluation.trials import Trial, TrialScore
 
@@ -359,11 +359,10 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     )
     scores: list[TrialScore] = []
     for s in embedded:
-        trial_set = normalised_trials(profile, s)
-        llrs = profile.llr_from_normalised(trial_set.scores)
-        _, _, pairs, _ = s.trials()
+        enrolled, tests, pairs, is_target = s.trials()
+        llrs = profile.llr_from_normalised(profile.normalised_pairs(enrolled, tests, pairs))
         files = [s.dataset.files[i] for i in s.usable()]
-        for (a, b), llr, target in zip(pairs, llrs, trial_set.is_target, strict=True):
+        for (a, b), llr, target in zip(pairs, llrs, is_target, strict=True):
             trial = Trial((str(files[a]),), str(files[b]), bool(target))
             scores.append(
                 TrialScore(
