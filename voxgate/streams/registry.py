@@ -64,10 +64,17 @@ class StreamRegistry:
         self.idle_timeout_s = idle_timeout_s
         self.chunk_s = chunk_s
         self.max_at_once = 0  # the most streams that ran at the same time since start
-        self._on_start = on_start
-        self._on_stop = on_stop
+        self._on_start: list[StartListener] = [on_start] if on_start is not None else []
+        self._on_stop: list[StopListener] = [on_stop] if on_stop is not None else []
         self._streams: dict[str, StreamSession] = {}
         self._reaper: asyncio.Task[None] | None = None
+
+    def listen(self, on_start: StartListener | None = None, on_stop: StopListener | None = None) -> None:
+        """Add listeners (the event log, webhooks, a WebSocket door): each hears every start/stop."""
+        if on_start is not None:
+            self._on_start.append(on_start)
+        if on_stop is not None:
+            self._on_stop.append(on_stop)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -133,8 +140,8 @@ class StreamRegistry:
             "stream started",
             extra={"stream_uuid": stream_uuid, "stream_type": type.value, "sample_rate_hz": sample_rate_hz},
         )
-        if self._on_start is not None:
-            await self._notify(self._on_start(session))
+        for listener in self._on_start:
+            await self._notify(listener(session))
         return session
 
     def get(self, stream_uuid: str, type: StreamType | None = None) -> StreamSession:
@@ -181,13 +188,13 @@ class StreamRegistry:
         """Close one stream; listeners hear ``reason`` (``closed``, ``idle_timeout``, ``force_off``...)."""
         session = self.get(stream_uuid)
         del self._streams[session.uuid]
-        session.close()
+        session.close(reason)
         log.info(
             "stream stopped",
             extra={"stream_uuid": session.uuid, "reason": reason, "speech_s": round(session.speech_s, 2)},
         )
-        if self._on_stop is not None:
-            await self._notify(self._on_stop(session, reason))
+        for stop_listener in self._on_stop:
+            await self._notify(stop_listener(session, reason))
         return session
 
     async def close_all(self, reason: str = "force_off") -> int:

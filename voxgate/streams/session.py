@@ -187,6 +187,7 @@ class StreamSession:
         self.started_monotonic = time.monotonic()
         self.last_data = self.started_monotonic  # time.monotonic() of the last audio received
         self.closed = False
+        self.close_reason: str | None = None  # why it closed: closed, idle_timeout, force_off, shutdown...
         self.lock = asyncio.Lock()  # keeps this stream's pushes in order when they leave the event loop
         self.busy = 0  # pushes in progress (an idle timeout never closes a stream mid-push)
         self._biometrics = biometrics
@@ -343,7 +344,9 @@ class StreamSession:
         }
         return Voiceprint(embeddings, speech_s)
 
-    def close(self) -> None:
+    def close(self, reason: str = "closed") -> None:
         """Refuse further audio; a push in progress stops at its next window. Buffers are left to the
         garbage collector with the session (a worker thread may still be inside ``push``)."""
+        if not self.closed:
+            self.close_reason = reason
         self.closed = True
