@@ -28,6 +28,7 @@ from voxgate.streams.session import (
 
 if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
+    from voxgate.streams.inference import InferenceEngine
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class StreamRegistry:
         max_streams: int = MAX_STREAMS,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         chunk_s: float = CHUNK_S,
+        max_speech_s: float | None = None,
+        engine: InferenceEngine | None = None,
         on_start: StartListener | None = None,
         on_stop: StopListener | None = None,
     ) -> None:
@@ -63,6 +66,8 @@ class StreamRegistry:
         self.max_streams = max_streams
         self.idle_timeout_s = idle_timeout_s
         self.chunk_s = chunk_s
+        self.max_speech_s = max_speech_s
+        self.engine = engine  # None: streams embed inline in worker threads (tests, tools)
         self.max_at_once = 0  # the most streams that ran at the same time since start
         self._on_start: list[StartListener] = [on_start] if on_start is not None else []
         self._on_stop: list[StopListener] = [on_stop] if on_stop is not None else []
@@ -104,7 +109,11 @@ class StreamRegistry:
     async def close_idle(self) -> list[str]:
         """Close streams without audio for ``idle_timeout_s`` (never one in the middle of a push)."""
         now = time.monotonic()
-        idle = [s.uuid for s in self._streams.values() if s.busy == 0 and s.idle_s(now) > self.idle_timeout_s]
+        idle = [
+            s.uuid
+            for s in self._streams.values()
+            if s.busy == 0 and not s.working and s.idle_s(now) > self.idle_timeout_s
+        ]
         for stream_uuid in idle:
             if stream_uuid in self._streams:
                 log.info("stream idle, closing", extra={"stream_uuid": stream_uuid})
@@ -132,7 +141,14 @@ class StreamRegistry:
                 f"{len(self._streams)} streams are running, the configured maximum is {self.max_streams}"
             )
         session = StreamSession(
-            stream_uuid, type, sample_rate_hz, info or {}, self.biometrics, chunk_s=self.chunk_s
+            stream_uuid,
+            type,
+            sample_rate_hz,
+            info or {},
+            self.biometrics,
+            chunk_s=self.chunk_s,
+            max_speech_s=self.max_speech_s,
+            engine=self.engine,
         )
         self._streams[stream_uuid] = session
         self.max_at_once = max(self.max_at_once, len(self._streams))

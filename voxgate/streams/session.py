@@ -36,6 +36,7 @@ from voxgate.errors import InsufficientSpeech, VoxgateError
 
 if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
+    from voxgate.streams.inference import InferenceEngine
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
@@ -162,8 +163,14 @@ class SpeechGate:
 
 
 class StreamSession:
-    """One live stream (any door): audio in, an incremental voiceprint out. Thread-safe for one pusher
-    (pushes run in a worker thread, in order, under ``lock``) and any number of readers."""
+    """One live stream (any door): audio in, an incremental voiceprint out.
+
+    Two ways in. Offline tools call the blocking :meth:`push`, which runs VAD and the networks inline.
+    Servers attach an :class:`~voxgate.streams.inference.InferenceEngine`: :meth:`feed` then only queues
+    the audio, and the engine's worker runs the stages below for many streams in shared batches
+    (:meth:`accept` → VAD → :meth:`gate` → embeddings → :meth:`add_embeddings`). Either way each stage
+    touches this stream's state from one thread at a time, in order; readers may come from any thread.
+    """
 
     def __init__(
         self,
@@ -174,11 +181,15 @@ class StreamSession:
         biometrics: Biometrics,
         *,
         chunk_s: float = CHUNK_S,
+        max_speech_s: float | None = None,
+        engine: InferenceEngine | None = None,
     ) -> None:
         if sample_rate_hz <= 0:
             raise ValueError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
         if chunk_s < 0.5:
             raise ValueError(f"chunk_s must be at least 0.5 s, got {chunk_s}")
+        if max_speech_s is not None and max_speech_s < chunk_s:
+            raise ValueError(f"max_speech_s must be at least chunk_s ({chunk_s} s), got {max_speech_s}")
         self.uuid = uuid
         self.type = type
         self.sample_rate_hz = sample_rate_hz
@@ -190,7 +201,12 @@ class StreamSession:
         self.close_reason: str | None = None  # why it closed: closed, idle_timeout, force_off, shutdown...
         self.lock = asyncio.Lock()  # keeps this stream's pushes in order when they leave the event loop
         self.busy = 0  # pushes in progress (an idle timeout never closes a stream mid-push)
+        self.last_verdict: str | None = None  # the last verification result on this stream
+        self.last_score: float | None = None
+        self.vad_state = VadState()  # advanced by whoever runs this stream's VAD (push or the engine)
+        self.max_speech_s = max_speech_s
         self._biometrics = biometrics
+        self._engine = engine
         self._chunk_windows = math.ceil(chunk_s / WINDOW_S - 1e-9)
         self._resampler = (
             None
@@ -198,13 +214,16 @@ class StreamSession:
             else soxr.ResampleStream(sample_rate_hz, VAD_SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
         )
         self._frames = FrameBuffer()
-        self._vad_state = VadState()
         self._gate = SpeechGate(biometrics.rules)
         self._carry = np.zeros(0, dtype=np.float32)  # 16 kHz samples short of a whole VAD window
         self._pending: list[FloatArray] = []  # speech not yet embedded, 16 kHz
+        self._pending_samples = 0
         self._pending_windows = 0  # unpadded speech windows in _pending
         self._received_samples = 0  # at the native rate
         self._heard_windows = 0  # all unpadded speech windows so far
+        self._queued_samples = 0  # at the native rate: fed, not yet through VAD (engine only)
+        self.waiting_windows = 0  # accepted by the engine, not yet through VAD
+        self._chunks_in_flight = 0  # cut by the gate, not yet in the voiceprint
         # the voiceprint: per model, the sum of unit chunk embeddings weighted by their net speech
         self._sums_lock = threading.Lock()
         self._sums: dict[str, npt.NDArray[np.float64]] = {}
@@ -236,8 +255,18 @@ class StreamSession:
 
     @property
     def buffered_samples(self) -> int:
-        """16 kHz samples held between pushes (the stream's audio memory; bounded, never the call)."""
-        return len(self._carry) + sum(len(p) for p in self._pending) + self._gate.held_samples
+        """16 kHz samples held by the stages (the stream's audio memory; bounded, never the call)."""
+        return len(self._carry) + self._pending_samples + self._gate.held_samples
+
+    @property
+    def backlog_s(self) -> float:
+        """Audio received but not yet through VAD, seconds: grows only when the engine falls behind."""
+        return self._queued_samples / self.sample_rate_hz + self.waiting_windows * WINDOW_S
+
+    @property
+    def capped(self) -> bool:
+        """The voiceprint holds ``max_speech_s``: further audio is counted but no longer analysed."""
+        return self.max_speech_s is not None and self._speech_s >= self.max_speech_s
 
     def idle_s(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last_data
@@ -245,82 +274,141 @@ class StreamSession:
     def touch(self) -> None:
         self.last_data = time.monotonic()
 
-    # -- audio in (blocking: call from a worker thread, see feed / feed_pcm16) -------------------------
+    # -- the stages (one thread at a time per stream: the pusher, or the engine's worker) ---------------
+
+    def accept(self, samples: FloatArray) -> FloatArray:
+        """Count and resample native-rate audio; returns the whole 16 kHz VAD windows it completes,
+        (windows, 512). Once the voiceprint is capped, audio is only counted."""
+        self._received_samples += samples.size
+        if self.capped:
+            return np.zeros((0, WINDOW_SAMPLES), dtype=np.float32)
+        resampled = samples if self._resampler is None else self._resampler.resample_chunk(samples)
+        audio = np.concatenate([self._carry, resampled]) if self._carry.size else resampled
+        n_windows = audio.size // WINDOW_SAMPLES
+        self._carry = audio[n_windows * WINDOW_SAMPLES :].copy()
+        return audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES)
+
+    def gate(self, window: FloatArray, probability: float) -> tuple[FloatArray, float] | None:
+        """One window and its speech probability in; a chunk holding ``chunk_s`` of net speech (and that
+        net speech, seconds) out when one is complete."""
+        speech, speech_windows = self._gate.step(window.copy(), probability)
+        for part in speech:
+            self._pending.append(part)
+            self._pending_samples += part.size
+        self._pending_windows += speech_windows
+        self._heard_windows += speech_windows
+        if self._pending_windows < self._chunk_windows:
+            return None
+        chunk = np.concatenate(self._pending)
+        speech_s = self._pending_windows * WINDOW_S
+        self._pending, self._pending_samples, self._pending_windows = [], 0, 0
+        self._chunks_in_flight += 1
+        return chunk, speech_s
+
+    def add_embeddings(self, vectors: Mapping[str, FloatArray], speech_s: float) -> None:
+        """Add one chunk's embeddings (one per model, any norm) to the pooled voiceprint."""
+        with self._sums_lock:
+            for model_id, vector in vectors.items():
+                weighted = speech_s * l2_normalise(vector).astype(np.float64)
+                self._sums[model_id] = self._sums[model_id] + weighted if model_id in self._sums else weighted
+            self._speech_s += speech_s
+            self._chunks += 1
+            self._chunks_in_flight -= 1
+
+    def chunk_failed(self) -> None:
+        """A chunk could not be embedded (it is left out of the voiceprint)."""
+        self._chunks_in_flight -= 1
+
+    async def settled(self, timeout_s: float = 60.0) -> bool:
+        """Wait until everything fed so far is in the voiceprint (or the stream closed); False on timeout.
+        The HTTP door answers a data request only then, so a verify right after it sees that audio."""
+        deadline = time.monotonic() + timeout_s
+        self.busy += 1
+        try:
+            while self.working and not self.closed:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.005)
+            return True
+        finally:
+            self.busy -= 1
+            self.touch()
+
+    @property
+    def working(self) -> bool:
+        """Audio of this stream is still being analysed (an idle timeout waits for it)."""
+        return self.backlog_s > 0 or self._chunks_in_flight > 0
+
+    # -- audio in, blocking (offline tools, tests): the stages inline, VAD one window at a time ---------
 
     def push_pcm16(self, data: bytes | bytearray | memoryview) -> None:
         """Raw s16le mono bytes at the stream rate, split anywhere (an odd byte waits for the next push)."""
         self.push(self._frames.push(data))
 
     def push(self, samples: FloatArray) -> None:
-        """Mono float32 samples at the stream rate."""
+        """Mono float32 samples at the stream rate; returns when they are in the voiceprint."""
+        samples = self._checked(samples)
+        windows = self.accept(samples)
+        if windows.size == 0:
+            return
+        probabilities = self._biometrics.vad.probabilities(windows.reshape(-1), self.vad_state)
+        for window, probability in zip(windows, probabilities.tolist(), strict=True):
+            if self.closed:
+                raise StreamClosed(f"stream {self.uuid} was closed")
+            chunk = self.gate(window, probability)
+            if chunk is not None:
+                self._embed_inline(*chunk)
+
+    def _embed_inline(self, speech: FloatArray, speech_s: float) -> None:
+        vectors: dict[str, FloatArray] = {}
+        try:
+            for model_id, model in self._biometrics.models.items():
+                vectors[model_id] = model.embed(speech)
+        except (VoxgateError, ValueError) as exc:  # e.g. a degenerate chunk: skip it, keep the stream
+            log.warning("stream chunk not embedded: %s", exc, extra={"stream_uuid": self.uuid})
+            self.chunk_failed()
+            return
+        self.add_embeddings(vectors, speech_s)
+
+    def _checked(self, samples: FloatArray) -> FloatArray:
         if self.closed:
             raise StreamClosed(f"stream {self.uuid} is closed")
         samples = np.asarray(samples, dtype=np.float32)
         if samples.ndim != 1:
             raise ValueError(f"a stream takes mono (samples,) audio, got shape {samples.shape}")
-        if samples.size == 0:
-            return
-        self._received_samples += samples.size
-        resampled = samples if self._resampler is None else self._resampler.resample_chunk(samples)
-        audio = np.concatenate([self._carry, resampled]) if self._carry.size else resampled
-        n_windows = audio.size // WINDOW_SAMPLES
-        self._carry = audio[n_windows * WINDOW_SAMPLES :].copy()
-        if n_windows == 0:
-            return
-        windows = audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES)  # (windows, 512)
-        probabilities = self._biometrics.vad.probabilities(windows.reshape(-1), self._vad_state)
-        for window, probability in zip(windows, probabilities.tolist(), strict=True):
-            if self.closed:
-                raise StreamClosed(f"stream {self.uuid} was closed")
-            speech, speech_windows = self._gate.step(window.copy(), probability)
-            if speech:
-                self._pending.extend(speech)
-            self._pending_windows += speech_windows
-            self._heard_windows += speech_windows
-            if self._pending_windows >= self._chunk_windows:
-                chunk = np.concatenate(self._pending)
-                speech_s = self._pending_windows * WINDOW_S
-                self._pending, self._pending_windows = [], 0
-                self._add_chunk(chunk, speech_s)
+        return samples
 
-    def _add_chunk(self, speech: FloatArray, speech_s: float) -> None:
-        """Embed one chunk of speech with every model and add it to the running sums. The one place a
-        stream runs the networks (the batching engine of issue 4 replaces this method)."""
-        vectors: dict[str, FloatArray] = {}
-        try:
-            for model_id, model in self._biometrics.models.items():
-                vectors[model_id] = l2_normalise(model.embed(speech))
-        except (VoxgateError, ValueError) as exc:  # e.g. a degenerate chunk: skip it, keep the stream
-            log.warning("stream chunk not embedded: %s", exc, extra={"stream_uuid": self.uuid})
-            return
-        with self._sums_lock:
-            for model_id, vector in vectors.items():
-                weighted = speech_s * vector.astype(np.float64)
-                self._sums[model_id] = self._sums[model_id] + weighted if model_id in self._sums else weighted
-            self._speech_s += speech_s
-            self._chunks += 1
-
-    # -- async wrappers: blocking work leaves the event loop, in order per stream -----------------------
+    # -- audio in, from the event loop: queued for the engine (or pushed in a worker thread) ------------
 
     async def feed_pcm16(self, data: bytes | bytearray | memoryview) -> None:
+        """Raw s16le mono bytes at the stream rate (see :meth:`feed`)."""
+        await self.feed(self._frames.push(data))
+
+    async def feed(self, samples: FloatArray) -> None:
+        """Mono float32 samples at the stream rate. With an engine this only queues them, and waits
+        while the stream's backlog is over the engine's limit (backpressure, never dropped audio)."""
         self.touch()
+        samples = self._checked(samples)
+        if samples.size == 0:
+            return
         self.busy += 1
         try:
-            async with self.lock:
-                await asyncio.to_thread(self.push_pcm16, data)
+            if self._engine is not None:
+                await self._engine.submit(self, samples)
+            else:
+                async with self.lock:
+                    await asyncio.to_thread(self.push, samples)
         finally:
             self.busy -= 1
             self.touch()
 
-    async def feed(self, samples: FloatArray) -> None:
-        self.touch()
-        self.busy += 1
-        try:
-            async with self.lock:
-                await asyncio.to_thread(self.push, samples)
-        finally:
-            self.busy -= 1
-            self.touch()
+    def queued(self, n_samples: int) -> None:
+        """``n_samples`` (native rate) joined the engine's queue for this stream."""
+        self._queued_samples += n_samples
+
+    def dequeued(self, n_samples: int) -> None:
+        """The engine took ``n_samples`` (native rate) off this stream's queue."""
+        self._queued_samples -= n_samples
 
     # -- voiceprint out --------------------------------------------------------------------------------
 
@@ -345,8 +433,8 @@ class StreamSession:
         return Voiceprint(embeddings, speech_s)
 
     def close(self, reason: str = "closed") -> None:
-        """Refuse further audio; a push in progress stops at its next window. Buffers are left to the
-        garbage collector with the session (a worker thread may still be inside ``push``)."""
+        """Refuse further audio; a push in progress stops at its next window, and the engine drops the
+        stream's queue. Buffers are left to the garbage collector with the session."""
         if not self.closed:
             self.close_reason = reason
         self.closed = True

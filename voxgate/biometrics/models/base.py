@@ -129,6 +129,10 @@ class EmbeddingModel(Protocol):
         """One embedding (dimension,), not normalised, of mono float32 speech at ``sample_rate_hz``."""
         ...
 
+    def embed_batch(self, waveforms: Sequence[FloatArray]) -> FloatArray:
+        """Embeddings (n, dimension) of several utterances."""
+        ...
+
 
 def session_options(threads: int) -> ort.SessionOptions:
     """One session per worker: ``threads`` intra-op threads, sequential, no inter-op pool."""
