@@ -113,3 +113,17 @@ class SubscriptionRow(Base):
     url: Mapped[str] = mapped_column(String(2048), nullable=False)
     secret: Mapped[str] = mapped_column(String(128), nullable=False)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class PbxRow(Base):
+    """PBX instances voxgate registers to as a SIP endpoint; the SIP password is kept to register with
+    (never returned by the API). ``started``: registered when the server starts."""
+
+    __tablename__ = "pbx"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), nullable=False)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # everything but the password
+    password: Mapped[str] = mapped_column(String(256), nullable=False)
+    started: Mapped[bool] = mapped_column(default=False, nullable=False)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
