@@ -9,15 +9,17 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from voxgate.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from voxgate.biometrics.engine import SpeechAnalysis
     from voxgate.biometrics.profile import CalibrationProfile
     from voxgate.biometrics.voiceprint import Voiceprint
@@ -163,14 +165,44 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.log_json:
         configure_json_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        log_level=settings.log_level,
-        log_config=None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
-    )
+    app = create_app(settings)
+    port = args.port or settings.port
+    options: dict[str, Any] = {
+        "host": args.host or settings.host,
+        "log_level": settings.log_level,
+        "log_config": None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
+    }
+    if settings.ws_port is None or settings.ws_port == port:
+        uvicorn.run(app, port=port, **options)
+    else:
+        asyncio.run(_serve_ports(app, [port, settings.ws_port], options))
     return 0
+
+
+async def _serve_ports(app: FastAPI, ports: list[int], options: dict[str, Any]) -> None:
+    """One app on several ports (VOXGATE_WS_PORT) in one process. The servers run with lifespan off and
+    the app's lifespan runs once around them: one store, one stream registry, one inference engine."""
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # the loop's handlers below stop every server
+            yield
+
+    servers = [Server(uvicorn.Config(app, port=port, lifespan="off", **options)) for port in ports]
+
+    def stop(sig: int) -> None:
+        for server in servers:
+            server.handle_exit(sig, None)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    async with app.router.lifespan_context(app):
+        await asyncio.gather(*(server.serve() for server in servers))
 
 
 # -- enroll / verify ------------------------------------------------------------------------------------

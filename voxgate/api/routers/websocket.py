@@ -1,0 +1,117 @@
+"""The WebSocket door at ``/ws``: Voice Verify's WebSocket protocol, which is Twilio Media Streams' format.
+
+One connection carries any number of streams (:mod:`voxgate.api.websocket.connection`; the messages are in
+:mod:`voxgate.api.websocket.protocol`). The token is checked before the handshake is accepted, taken from
+the first of:
+
+- ``Authorization: Token <token>`` (as the REST API) or ``Authorization: Bearer <token>`` (SignalWire's
+  ``authBearerToken``);
+- a ``token`` query parameter, ``wss://host/ws?token=<token>``;
+- the path, ``wss://host/ws/<token>``: Twilio drops the query string of a ``<Stream>`` url.
+
+A missing or bad token gets HTTP 401 with a JSON ``detail`` on the upgrade (close code 1008 where the
+server cannot answer with HTTP) and an ``error`` event, as a refused REST request does. ``/`` is served
+too, so a client given Voice Verify's bare WebSocket host works unchanged on ``VOXGATE_WS_PORT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import JSONResponse
+
+from voxgate.api.state import Services
+from voxgate.api.websocket.connection import Connection, WebSocketDoor
+from voxgate.store import accounts
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+DOOR = "websocket_door"  # key of the door's shared state in Services.extras
+UNAUTHORIZED = 401
+_TOKENS = re.compile(r"(/ws/)[^\s?\"]+|(token=)[^&\s\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn logs each WebSocket handshake with its path and query (``"WebSocket /ws/<token>" [accepted]``):
+    the token is replaced before the line is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(arg, str) for arg in record.args):
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+def redact(text: str) -> str:
+    return _TOKENS.sub(lambda m: f"{m.group(1) or m.group(2)}<token>", text)
+
+
+@router.websocket("/ws")
+@router.websocket("/ws/{token}")
+@router.websocket("/")
+async def websocket_door(websocket: WebSocket) -> None:
+    """Authenticate, accept, then serve the connection until the client leaves."""
+    services: Services | None = getattr(websocket.app.state, "services", None)
+    door = services.extras.get(DOOR) if services is not None else None
+    if services is None or not isinstance(door, WebSocketDoor):
+        await websocket.close(code=1013, reason="voxgate is starting or stopping")
+        return
+    path = "/ws/{token}" if "token" in websocket.path_params else websocket.url.path  # never the token
+    token = _token(websocket)
+    user = None if token is None else await accounts.user_for_token(services.store.sessions, token)
+    if user is None:
+        detail = (
+            "authentication credentials were not provided: send `Authorization: Token <token>`, "
+            "`?token=<token>` or connect to /ws/<token>"
+            if token is None
+            else "invalid or expired token"
+        )
+        await door.record_error(UNAUTHORIZED, detail, path=path)
+        await _deny(websocket, detail)
+        return
+    await websocket.accept()
+    client = websocket.client.host if websocket.client is not None else None
+    log.info("WebSocket connected", extra={"user": user, "client": client})
+    await Connection(websocket, services, door, path=path).run()
+
+
+def _token(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() in ("token", "bearer") and value.strip():
+            return value.strip()
+    for candidate in (websocket.query_params.get("token"), websocket.path_params.get("token")):
+        if candidate:
+            return str(candidate)
+    return None
+
+
+async def _deny(websocket: WebSocket, detail: str) -> None:
+    """Refuse the upgrade: HTTP 401 and a JSON detail where the server can send one, else close 1008."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse({"detail": detail}, status_code=UNAUTHORIZED))
+    else:
+        await websocket.close(code=1008, reason=detail[:120])
+
+
+async def startup(services: Services) -> None:
+    """Set up the door (after the streams router started the registry) and listen to stream stops."""
+    door = WebSocketDoor(services)
+    services.extras[DOOR] = door
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+    if services.streams is not None:
+        services.streams.listen(on_stop=door.on_stop)
+
+
+async def shutdown(services: Services) -> None:
+    """Hang up every connection; their streams close with them (or with the registry at shutdown)."""
+    door = services.extras.pop(DOOR, None)
+    if isinstance(door, WebSocketDoor):
+        door.hang_up_all()
