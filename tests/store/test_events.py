@@ -219,5 +219,5 @@ def test_utc_day_compiles_for_both_databases() -> None:
 
 
 def test_every_event_type_is_named_once() -> None:
-    assert len(set(events.EVENT_TYPES)) == len(events.EVENT_TYPES) == 12
+    assert len(set(events.EVENT_TYPES)) == len(events.EVENT_TYPES) == 13
     assert set(events.BILLED_OUTCOMES) <= set(events.EVENT_TYPES)

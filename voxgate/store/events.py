@@ -52,6 +52,7 @@ PASSWORD_CHANGE = "password_change"
 PASSWORD_RESET = "password_reset"
 MAINTENANCE = "maintenance"  # lock, unlock, force_off, backup, restore, profile changes (detail action)
 ERROR = "error"
+WEBHOOK = "webhook"  # a callback that failed after its retries (failed) or left a full queue (dropped)
 
 EVENT_TYPES = (
     STREAM_START,
@@ -66,12 +67,14 @@ EVENT_TYPES = (
     PASSWORD_RESET,
     MAINTENANCE,
     ERROR,
+    WEBHOOK,
 )
 
 # -- outcomes ------------------------------------------------------------------------------------------
 OK = "ok"
 CREATED = "created"
 FAILED = "failed"
+DROPPED = "dropped"
 VERDICTS = ("verified", "not_sure", "not_verified")
 
 # what usage_per_day counts, per type

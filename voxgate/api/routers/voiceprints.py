@@ -13,6 +13,9 @@ Outcomes (Voice Verify's three enrollment outcomes and verification results):
 - ``POST /api/v2/verify``: 200 with ``result`` ``verified`` | ``not_sure`` | ``not_verified`` and the
   calibrated score (an LLR), or 200 ``result: not_enough_speech`` (score null) below
   ``VOXGATE_MIN_VERIFY_SPEECH_S``; 404 when the voiceprint (or the stream) does not exist.
+
+The enroll and verify logic lives in :mod:`voxgate.api.stream_actions`, shared with the webhooks; these
+handlers only turn its outcomes into responses.
 """
 
 from __future__ import annotations
@@ -26,12 +29,19 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, File, Form, Response, UploadFile
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.api.deps import ServicesDep, Unlocked, User
 from voxgate.api.errors import UNAUTHORIZED, BadRequest, error_response
 from voxgate.api.routers.streams import LOCKED, UUID_EXAMPLE, get_stream
 from voxgate.api.state import Services
+from voxgate.api.stream_actions import (
+    ENROLL_CREATED,
+    VOICEPRINT_NOT_FOUND,
+    enroll_stream,
+    model_name,
+    verify_stream,
+    voiceprint_exists,
+)
 from voxgate.audio.decode import decode_bytes
 from voxgate.audio.types import AudioLimits
 from voxgate.audio.vad import SegmentationRules
@@ -50,18 +60,13 @@ from voxgate.errors import (
     VoiceprintNotFound,
 )
 from voxgate.settings import Settings
-from voxgate.store import events, profiles, voiceprints
+from voxgate.store import events, voiceprints
 from voxgate.store.voiceprints import MAX_EXTERNAL_ID
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["voiceprints"])
 
-NOT_ENOUGH_SPEECH = "not_enough_speech"
-ENROLL_NOT_ENOUGH = "there is not enough net speech to create the enrollment yet"
-ENROLL_CREATED = "enrollment created successfully"
-ENROLL_EXISTS = "enrollment with this external_id already exists"
-VERIFY_NOT_ENOUGH = "there is not enough net speech to make the verification yet"
 MAX_IMPORT_FILES = 32
 
 ExternalId = Annotated[
@@ -190,7 +195,16 @@ NO_MODELS = error_response(
 
 def engine_model_ids(settings: Settings) -> tuple[str, ...]:
     """Every model a shipped profile (or the configured one) scores with, so that any of them can score
-    voiceprints made here: embeddings are made once, with all of these."""
+    voiceprints made here: embeddings are made once, with all of these. ``VOXGATE_MODELS`` narrows them
+    (a faster live engine; profiles needing another model then cannot score)."""
+    if settings.models:
+        chosen = tuple(dict.fromkeys(m.strip() for m in settings.models.split(",") if m.strip()))
+        unknown = [m for m in chosen if m not in MODEL_IDS]
+        if unknown or not chosen:
+            raise ProfileError(
+                f"VOXGATE_MODELS names unknown models {unknown}; known: {', '.join(MODEL_IDS)}"
+            )
+        return chosen
     ids: list[str] = []
     for spec, rate_hz in (
         ("wideband", 16000),
@@ -239,21 +253,6 @@ def require_biometrics(services: Services) -> Biometrics:
     return services.biometrics
 
 
-async def _exists(sessions: async_sessionmaker[AsyncSession], external_id: str) -> bool:
-    try:
-        await voiceprints.get(sessions, external_id)
-    except VoiceprintNotFound:
-        return False
-    return True
-
-
-def _model_name(voiceprint: Voiceprint) -> str:
-    return "+".join(
-        [m for m in MODEL_IDS if m in voiceprint.embeddings]
-        + [m for m in voiceprint.model_ids if m not in MODEL_IDS]
-    )
-
-
 # -- enroll and verify on streams ----------------------------------------------------------------------
 
 
@@ -288,56 +287,19 @@ def _model_name(voiceprint: Voiceprint) -> str:
 async def enroll(
     body: StreamRequest, response: Response, user: User, services: ServicesDep
 ) -> EnrollResponse:
-    sessions = services.store.sessions
-    required_s = services.settings.min_enroll_speech_s
     stream = get_stream(services, body.uuid)
-
-    def answer(
-        result: Literal["created", "not_enough_speech"], detail: str, speech_s: float
-    ) -> EnrollResponse:
-        return EnrollResponse(
-            result=result,
-            detail=detail,
-            uuid=stream.uuid,
-            external_id=body.external_id,
-            speech_length=round(speech_s, 3),
-            required_speech_length=required_s,
-        )
-
-    async def note(outcome: str, speech_s: float, model: str | None = None) -> None:
-        extra: dict[str, Any] = {} if model is None else {"model": model}
-        await events.record(
-            sessions,
-            events.ENROLL,
-            outcome,
-            stream_uuid=stream.uuid,
-            external_id=body.external_id,
-            speech_s=speech_s,
-            **extra,
-        )
-
-    try:
-        voiceprint = stream.voiceprint(required_s, "an enrollment")
-    except InsufficientSpeech as exc:
-        if await _exists(sessions, body.external_id):
-            await note("exists", exc.speech_s)
-            raise VoiceprintExists(f"{ENROLL_EXISTS} ({body.external_id!r})") from None
-        await note(NOT_ENOUGH_SPEECH, exc.speech_s)
-        response.status_code = 200
-        return answer("not_enough_speech", ENROLL_NOT_ENOUGH, exc.speech_s)
-    source = {
-        "type": "stream",
-        "stream_uuid": stream.uuid,
-        "stream_type": stream.type.value,
-        "sample_rate_hz": stream.sample_rate_hz,
-    }
-    try:
-        await voiceprints.add(sessions, body.external_id, voiceprint, source)
-    except VoiceprintExists:
-        await note("exists", voiceprint.speech_s)
-        raise
-    await note(events.CREATED, voiceprint.speech_s, model=_model_name(voiceprint))
-    return answer("created", ENROLL_CREATED, voiceprint.speech_s)
+    outcome = await enroll_stream(services, stream, body.external_id)
+    if outcome.result == "exists":
+        raise VoiceprintExists(outcome.message)
+    response.status_code = outcome.status
+    return EnrollResponse(
+        result=outcome.result,
+        detail=outcome.detail,
+        uuid=stream.uuid,
+        external_id=body.external_id,
+        speech_length=round(outcome.speech_s, 3),
+        required_speech_length=outcome.required_s,
+    )
 
 
 @router.post(
@@ -352,63 +314,19 @@ async def enroll(
     responses={401: UNAUTHORIZED, 404: STREAM_OR_VOICEPRINT, 423: LOCKED, 503: NO_MODELS},
 )
 async def verify(body: StreamRequest, user: User, services: ServicesDep) -> VerifyResponse:
-    sessions = services.store.sessions
-    required_s = services.settings.min_verify_speech_s
     stream = get_stream(services, body.uuid)
-    try:
-        stored = await voiceprints.get(sessions, body.external_id)
-    except VoiceprintNotFound:
-        await events.record(
-            sessions,
-            events.VERIFY,
-            "voiceprint_not_found",
-            stream_uuid=stream.uuid,
-            external_id=body.external_id,
-        )
-        raise
-    try:
-        test = stream.voiceprint(required_s, "a verification")
-    except InsufficientSpeech as exc:
-        await events.record(
-            sessions,
-            events.VERIFY,
-            NOT_ENOUGH_SPEECH,
-            stream_uuid=stream.uuid,
-            external_id=body.external_id,
-            speech_s=exc.speech_s,
-        )
-        return VerifyResponse(
-            result="not_enough_speech",
-            score=None,
-            speech_length=round(exc.speech_s, 3),
-            required_speech_length=required_s,
-            detail=VERIFY_NOT_ENOUGH,
-            uuid=stream.uuid,
-            external_id=body.external_id,
-            profile=None,
-        )
-    profile = await profiles.active_profile(sessions, stream.sample_rate_hz, services.settings.profile)
-    scored = profile.score(stored.voiceprint, test)
-    await events.record(
-        sessions,
-        events.VERIFY,
-        scored.verdict.value,
-        stream_uuid=stream.uuid,
-        external_id=body.external_id,
-        speech_s=test.speech_s,
-        llr=scored.llr,
-        profile=profile.name,
-        profile_hash=profile.content_hash,
-    )
+    outcome = await verify_stream(services, stream, body.external_id)
+    if outcome.result == VOICEPRINT_NOT_FOUND:
+        raise VoiceprintNotFound(outcome.message)
     return VerifyResponse(
-        result=scored.verdict.value,
-        score=round(scored.llr, 4),
-        speech_length=round(test.speech_s, 3),
-        required_speech_length=required_s,
-        detail=scored.verdict.value.replace("_", " "),
+        result=outcome.result,
+        score=None if outcome.score is None else round(outcome.score, 4),
+        speech_length=round(outcome.speech_s, 3),
+        required_speech_length=outcome.required_s,
+        detail=outcome.detail,
         uuid=stream.uuid,
         external_id=body.external_id,
-        profile=profile.name,
+        profile=outcome.profile,
     )
 
 
@@ -493,7 +411,7 @@ async def import_recordings(
     parts: list[Voiceprint] = []
     results: list[RecordingResult] = []
     try:
-        if not overwrite and await _exists(sessions, external_id):  # before any decoding work
+        if not overwrite and await voiceprint_exists(sessions, external_id):  # before any decoding work
             raise VoiceprintExists(
                 f"a voiceprint for external_id {external_id!r} already exists (overwrite=true replaces it)"
             )
@@ -534,12 +452,12 @@ async def import_recordings(
         external_id=external_id,
         speech_s=combined.speech_s,
         files=len(results),
-        model=_model_name(combined),
+        model=model_name(combined),
     )
     return ImportResponse(
         external_id=external_id,
         speech_length=round(combined.speech_s, 3),
-        model=_model_name(combined),
+        model=model_name(combined),
         replaced=overwrite,
         recordings=results,
     )
@@ -567,10 +485,10 @@ async def voiceprint_info(body: ExternalIdRequest, user: User, services: Service
         exists=True,
         created=stored.created,
         speech_length=round(vp.speech_s, 3),
-        model=_model_name(vp),
+        model=model_name(vp),
         models=[
             ModelEntry(model_id=e.model_id, model_version=e.model_version, dimension=e.dimension)
-            for e in (vp.embeddings[m] for m in _model_name(vp).split("+"))
+            for e in (vp.embeddings[m] for m in model_name(vp).split("+"))
         ],
         source=stored.source,
     )
