@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "info"
     log_json: bool = True
+    ws_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="A second port `voxgate serve` serves the same app on (for the WebSocket door, /ws "
+        "and /); unset: the WebSocket door is on VOXGATE_PORT only.",
+    )
+    ws_ping_interval_s: float = Field(
+        default=5.0, gt=0, description="The WebSocket door sends each connection a ping this often."
+    )
 
     # audio limits
     max_audio_bytes: int = Field(default=200 * 1024 * 1024, description="Largest recording accepted, bytes.")
@@ -49,8 +59,10 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(default=120.0, description="A decode that takes longer is abandoned.")
 
     # biometrics
-    model: str = Field(
-        default="ecapa", description="Embedding model used when the profile does not name one."
+    models: str | None = Field(
+        default=None,
+        description="Embedding models to load, comma-separated (`campplus` is the fastest live engine, with "
+        "`VOXGATE_PROFILE=telephone-campplus`); default: every model the shipped profiles use.",
     )
     profile: str = Field(
         default="auto",
@@ -77,8 +89,56 @@ class Settings(BaseSettings):
         default=3.0,
         description="Net speech of a live stream embedded at once (the voiceprint grows in steps).",
     )
+    stream_max_speech_s: float | None = Field(
+        default=60.0,
+        description="Net speech a live stream's voiceprint grows to; later audio is counted, not analysed "
+        "(saves CPU on long calls). Empty for no cap.",
+    )
+    cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="Tokens, voiceprints and the active profile are cached this long for verify polls; on "
+        "several nodes a change made on another node is seen within this time (0: no cache).",
+    )
+    stream_max_backlog_s: float = Field(
+        default=5.0,
+        description="Audio a stream may have waiting for the inference engine before its sender is slowed.",
+    )
     max_stream_request_bytes: int = Field(
         default=64 * 1024 * 1024, description="Largest body of one POST /api/v2/stream/HTTP/data request."
+    )
+
+    # webhooks (POST /api/v2/subscription)
+    webhook_interval_s: float = Field(
+        default=1.0, gt=0, description="Period of the enroll and verify callbacks of a live stream."
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, description="Deadline of one callback attempt (connect, send, response status)."
+    )
+    webhook_retries: int = Field(
+        default=3, ge=0, le=10, description="Further attempts after a network error, a timeout, 5xx or 429."
+    )
+    webhook_backoff_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Wait before the first retry; it doubles with each retry (at most 60 s).",
+    )
+    webhook_queue_size: int = Field(
+        default=1000, ge=1, description="Callbacks waiting to be sent; when full, the oldest is dropped."
+    )
+    webhook_workers: int = Field(default=8, ge=1, le=256, description="Callbacks sent at the same time.")
+
+    # telephony (PBX instances themselves are stored, see /api/v2/pbx/)
+    sip_bind_host: str = Field(
+        default="0.0.0.0", description="Address the SIP and RTP sockets of PBX instances bind to."
+    )
+    sip_public_host: str | None = Field(
+        default=None,
+        description="Address a PBX reaches voxgate at (Via, Contact, SDP); default: the local address of "
+        "the route toward the PBX.",
+    )
+    rtp_timeout_s: float = Field(
+        default=30.0, gt=0, description="A SIP call without RTP this long is hung up."
     )
 
     # account and logs

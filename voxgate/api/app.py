@@ -13,6 +13,7 @@ from voxgate.api import errors
 from voxgate.api.routers import MODULES
 from voxgate.api.state import Services
 from voxgate.settings import Settings, get_settings
+from voxgate.store import cache
 from voxgate.store.db import Store
 
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cache.configure(settings.cache_ttl_s)
         store = await Store(settings.resolved_database_url).open()
         services = Services(settings=settings, store=store)
         app.state.services = services

@@ -27,6 +27,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from voxgate.store.cache import TtlCache
 from voxgate.store.tables import TokenRow, UserRow
 
 MIN_PASSWORD_LENGTH = 8
@@ -94,7 +95,7 @@ async def create_account(sessions: Sessions, username: str, password: str) -> bo
     return True
 
 
-async def set_password(sessions: Sessions, username: str, password: str) -> None:
+async def _set_password(sessions: Sessions, username: str, password: str) -> None:
     """Create the account or replace its password; every existing token of the account is revoked."""
     password_hash = await _hash(password)
     async with sessions() as session, session.begin():
@@ -137,8 +138,21 @@ async def issue_token(sessions: Sessions, username: str, lifetime: timedelta) ->
     return token
 
 
+_tokens: TtlCache[tuple[int, str], str] = TtlCache()  # valid tokens only, by (store, digest)
+
+
+def forget_cached() -> None:
+    """Drop cached token checks (after a logout, a password change or reset, a purge)."""
+    _tokens.clear()
+
+
 async def user_for_token(sessions: Sessions, token: str) -> str | None:
-    """The username a valid, unexpired token belongs to, else None."""
+    """The username a valid, unexpired token belongs to, else None. A valid answer is cached briefly
+    (never past the token's expiry): every API request asks."""
+    key = (id(sessions), _digest(token))
+    cached = _tokens.get(key)
+    if cached is not None:
+        return cached
     async with sessions() as session:
         row = (
             await session.execute(
@@ -147,17 +161,21 @@ async def user_for_token(sessions: Sessions, token: str) -> str | None:
                 .where(TokenRow.token_hash == _digest(token))
             )
         ).first()
-    if row is None or _aware(row.expires) <= datetime.now(UTC):
+    if row is None:
         return None
+    remaining_s = (_aware(row.expires) - datetime.now(UTC)).total_seconds()
+    if remaining_s <= 0:
+        return None
+    _tokens.put(key, str(row.username), ttl_s=remaining_s)
     return str(row.username)
 
 
-async def revoke_token(sessions: Sessions, token: str) -> None:
+async def _revoke_token(sessions: Sessions, token: str) -> None:
     async with sessions() as session, session.begin():
         await session.execute(delete(TokenRow).where(TokenRow.token_hash == _digest(token)))
 
 
-async def change_password(
+async def _change_password(
     sessions: Sessions, username: str, new_password: str, keep_token: str | None
 ) -> None:
     """New password; every token of the account but ``keep_token`` (the caller's own) is revoked.
@@ -177,8 +195,42 @@ async def change_password(
         await session.execute(revoke)
 
 
-async def purge_expired(sessions: Sessions) -> int:
+async def _purge_expired(sessions: Sessions) -> int:
     """Delete expired tokens; the number deleted."""
     async with sessions() as session, session.begin():
         result = await session.execute(delete(TokenRow).where(TokenRow.expires <= datetime.now(UTC)))
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+# -- writes that revoke tokens clear the token cache once they committed -------------------------------------
+
+
+async def set_password(sessions: Sessions, username: str, password: str) -> None:
+    try:
+        await _set_password(sessions, username, password)
+    finally:
+        forget_cached()
+
+
+async def revoke_token(sessions: Sessions, token: str) -> None:
+    try:
+        await _revoke_token(sessions, token)
+    finally:
+        forget_cached()
+
+
+async def change_password(
+    sessions: Sessions, username: str, new_password: str, keep_token: str | None
+) -> None:
+    """New password; every token of the account but ``keep_token`` (the caller's own) is revoked."""
+    try:
+        await _change_password(sessions, username, new_password, keep_token)
+    finally:
+        forget_cached()
+
+
+async def purge_expired(sessions: Sessions) -> int:
+    try:
+        return await _purge_expired(sessions)
+    finally:
+        forget_cached()

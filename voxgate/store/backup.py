@@ -4,8 +4,11 @@ What a backup holds, read in one consistent read transaction:
 
 - every voiceprint with its embeddings (the snapshot representation, keyed by external_id, vectors as
   the exact stored bytes);
-- the tables in ``TABLES``: calibration profiles, runtime settings (the active profile, ...) and webhook
-  subscriptions (their signing secrets included: keep backups as safe as the store itself).
+- the tables in ``TABLES``: calibration profiles, runtime settings (the active profile, ...), webhook
+  subscriptions and PBX instances (their signing secrets and SIP passwords included: keep backups as safe
+  as the store itself). A PBX instance restores with its ``started`` flag, so a server restored after
+  a loss registers the same accounts at its next start; the instances running while a restore happens
+  keep their old configuration until stopped.
 
 What it leaves out, on purpose (``EXCLUDED``): the API account and its tokens (a restore must not change
 who can log in, nor bring back a password changed since), and the event log (the audit and billing
@@ -65,7 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from voxgate import __version__
 from voxgate.biometrics.profile import CalibrationProfile
 from voxgate.errors import ProfileError
-from voxgate.store import settings_kv
+from voxgate.store import profiles, settings_kv, voiceprints
 from voxgate.store.profiles import check_fits, ensure_shipped_in
 from voxgate.store.snapshots import (
     ModelSpec,
@@ -88,7 +91,7 @@ BACKUP_FORMAT_VERSION = 1
 # Backed up through the snapshot representation (keyed by external_id, not by surrogate ids).
 VOICEPRINT_TABLES = ("voiceprints", "voiceprint_embeddings")
 # Backed up row by row, in this (foreign-key) order. A new table must be added here or to EXCLUDED.
-TABLES = ("profiles", "settings", "subscriptions")
+TABLES = ("profiles", "settings", "subscriptions", "pbx")
 EXCLUDED = {
     "users": "the API account: a restore must not change who can log in (use `voxgate reset-password`)",
     "tokens": "login tokens are per session and never leave the store",
@@ -400,4 +403,7 @@ async def restore(sessions: async_sessionmaker[AsyncSession], backup: Backup) ->
         raise BackupError(
             f"the backup does not fit the store's constraints ({exc.orig}); nothing was changed"
         ) from exc
+    finally:
+        voiceprints.forget_cached()
+        profiles.forget_cached()
     return backup.counts()

@@ -33,6 +33,7 @@ from voxgate.biometrics.profile import (
 )
 from voxgate.errors import ModelMismatch, ProfileError
 from voxgate.store import settings_kv
+from voxgate.store.cache import TtlCache
 from voxgate.store.snapshots import ModelSpec
 from voxgate.store.tables import ProfileRow
 
@@ -220,6 +221,15 @@ async def delete_profile(sessions: async_sessionmaker[AsyncSession], uuid: str) 
 async def set_active(
     sessions: async_sessionmaker[AsyncSession], uuid: str, active: bool, expected: Mapping[str, ModelSpec]
 ) -> ProfileInfo | None:
+    try:
+        return await _set_active(sessions, uuid, active, expected)
+    finally:
+        forget_cached()
+
+
+async def _set_active(
+    sessions: async_sessionmaker[AsyncSession], uuid: str, active: bool, expected: Mapping[str, ModelSpec]
+) -> ProfileInfo | None:
     """Make ``uuid`` the active profile (checked against the engine's models), or, with ``active`` false,
     unset it if it is the active one (scoring goes back to automatic). Returns the active profile."""
     async with sessions() as session, session.begin():
@@ -269,19 +279,30 @@ async def load_shipped(
         )
     profile = shipped_profile(name)
     check_fits(profile, expected)
-    async with sessions() as session, session.begin():
-        row = await session.scalar(select(ProfileRow).where(ProfileRow.content_hash == profile.content_hash))
-        if row is None:
-            row = _new_row(profile, name, shipped=True)
-            session.add(row)
-            await session.flush()
-        await settings_kv.set_in(session, settings_kv.ACTIVE_PROFILE, row.uuid)
-        return _info(row, row.uuid)
+    try:
+        async with sessions() as session, session.begin():
+            row = await session.scalar(
+                select(ProfileRow).where(ProfileRow.content_hash == profile.content_hash)
+            )
+            if row is None:
+                row = _new_row(profile, name, shipped=True)
+                session.add(row)
+                await session.flush()
+            await settings_kv.set_in(session, settings_kv.ACTIVE_PROFILE, row.uuid)
+            return _info(row, row.uuid)
+    finally:
+        forget_cached()
 
 
 # -- scoring --------------------------------------------------------------------------------------------
 
 _parsed: dict[str, CalibrationProfile] = {}  # by content hash: content-addressed, so never stale
+_active: TtlCache[tuple[int, int, str], CalibrationProfile] = TtlCache()  # what scores each channel now
+
+
+def forget_cached() -> None:
+    """Drop the cached answer of :func:`active_profile` (after activating a profile or a restore)."""
+    _active.clear()
 
 
 @lru_cache(maxsize=64)
@@ -307,8 +328,20 @@ async def active_profile(
     """The profile that scores audio of this native rate: the active profile if one is set, otherwise
     ``default_spec`` (``auto``: the shipped telephone profile at ≤ 8 kHz, wideband above).
 
-    Costs two small reads per call; a stored profile is parsed once per process (cached by hash).
+    Cached for ``VOXGATE_CACHE_TTL_S`` (verify polls ask twice a second per stream); a stored profile is
+    parsed once per process (cached by hash).
     """
+    key = (id(sessions), sample_rate_hz, default_spec)
+    cached = _active.get(key)
+    if cached is None:
+        cached = await _active_profile(sessions, sample_rate_hz, default_spec)
+        _active.put(key, cached)
+    return cached
+
+
+async def _active_profile(
+    sessions: async_sessionmaker[AsyncSession], sample_rate_hz: int, default_spec: str
+) -> CalibrationProfile:
     async with sessions() as session:
         active = await _active_uuid(session)
         if active is not None:

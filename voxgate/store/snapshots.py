@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate import __version__
 from voxgate.errors import ModelMismatch, VoiceprintExists, VoxgateError
+from voxgate.store import voiceprints
 from voxgate.store.tables import EmbeddingRow, VoiceprintRow
 from voxgate.store.voiceprints import MAX_EXTERNAL_ID
 
@@ -477,6 +478,7 @@ async def existing_in(session: AsyncSession, external_ids: Sequence[str]) -> set
 
 
 async def delete_in(session: AsyncSession, external_ids: Sequence[str] | None) -> None:
+    voiceprints.forget_cached()
     """Delete these voiceprints (all of them for None) and their embeddings, inside the caller's transaction."""
     if external_ids is None:
         await session.execute(delete(EmbeddingRow))
@@ -489,6 +491,7 @@ async def delete_in(session: AsyncSession, external_ids: Sequence[str] | None) -
 
 
 async def insert_in(session: AsyncSession, entries: Iterable[SnapshotEntry]) -> None:
+    voiceprints.forget_cached()
     """Insert voiceprints whole, inside the caller's transaction (created times are kept)."""
     session.add_all(_row(entry) for entry in entries)
     await session.flush()
@@ -512,6 +515,8 @@ async def import_entries(
             "a voiceprint with one of the snapshot's external_ids was created during the import; "
             "nothing was imported, retry"
         ) from exc
+    finally:
+        voiceprints.forget_cached()
     if mode is ImportMode.OVERWRITE:
         return ImportCounts(imported=len(entries) - len(existing), overwritten=len(existing), skipped=0)
     return ImportCounts(imported=len(entries) - len(existing), overwritten=0, skipped=len(existing))

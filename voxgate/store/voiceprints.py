@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint
 from voxgate.errors import VoiceprintExists, VoiceprintNotFound
+from voxgate.store.cache import TtlCache
 from voxgate.store.tables import EmbeddingRow, VoiceprintRow
 
 MAX_EXTERNAL_ID = 256
@@ -48,6 +49,20 @@ async def add(
     replace: bool = False,
 ) -> StoredVoiceprint:
     check_external_id(external_id)
+    try:
+        return await _add(sessions, external_id, voiceprint, source, replace=replace)
+    finally:
+        forget_cached()
+
+
+async def _add(
+    sessions: async_sessionmaker[AsyncSession],
+    external_id: str,
+    voiceprint: Voiceprint,
+    source: dict[str, Any],
+    *,
+    replace: bool,
+) -> StoredVoiceprint:
     async with sessions() as session, session.begin():
         existing = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
         if existing is not None:
@@ -78,20 +93,38 @@ async def add(
         return _to_stored(row)
 
 
+_cache: TtlCache[tuple[int, str], StoredVoiceprint] = TtlCache()
+
+
+def forget_cached() -> None:
+    """Drop cached voiceprints (after any write: enroll, delete, snapshot import, restore)."""
+    _cache.clear()
+
+
 async def get(sessions: async_sessionmaker[AsyncSession], external_id: str) -> StoredVoiceprint:
+    """The stored voiceprint (cached briefly: verify polls read the same one twice a second)."""
+    key = (id(sessions), external_id)
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
     async with sessions() as session:
         row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
         if row is None:
             raise VoiceprintNotFound(f"no voiceprint for external_id {external_id!r}")
-        return _to_stored(row)
+        stored = _to_stored(row)
+    _cache.put(key, stored)
+    return stored
 
 
 async def delete(sessions: async_sessionmaker[AsyncSession], external_id: str) -> None:
-    async with sessions() as session, session.begin():
-        row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
-        if row is None:
-            raise VoiceprintNotFound(f"no voiceprint for external_id {external_id!r}")
-        await session.delete(row)
+    try:
+        async with sessions() as session, session.begin():
+            row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
+            if row is None:
+                raise VoiceprintNotFound(f"no voiceprint for external_id {external_id!r}")
+            await session.delete(row)
+    finally:
+        forget_cached()
 
 
 async def count(sessions: async_sessionmaker[AsyncSession]) -> int:

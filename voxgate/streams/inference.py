@@ -162,19 +162,21 @@ class InferenceEngine:
         while self._inbox:
             session, samples = self._inbox.popleft()
             self._queued_s -= samples.size / session.sample_rate_hz
-            session.dequeued(samples.size)
             if session.closed:
                 self._windows.pop(session, None)
+                session.dequeued(samples.size)
                 continue
             try:
                 windows = session.accept(samples)
             except Exception:
                 log.exception("stream audio not accepted", extra={"stream_uuid": session.uuid})
-                continue
+                windows = np.zeros((0, 0), dtype=np.float32)
             if windows.size:
                 held = self._windows.get(session)
                 self._windows[session] = windows if held is None else np.concatenate([held, windows])
+            # counted as waiting before it leaves the queue: the stream never looks idle in between
             session.waiting_windows = len(self._windows.get(session, ()))
+            session.dequeued(samples.size)
 
     def _vad_turn(self) -> list[tuple[StreamSession, FloatArray, float]]:
         """Up to ``WINDOWS_PER_TURN`` windows of every stream, a window of each stream per VAD call."""
@@ -191,7 +193,6 @@ class InferenceEngine:
                 self._windows[session] = rest
             else:
                 del self._windows[session]
-            session.waiting_windows = len(rest)
         chunks: list[tuple[StreamSession, FloatArray, float]] = []
         for step in range(WINDOWS_PER_TURN):
             active = [(s, w[step]) for s, w in turn.items() if step < len(w) and not s.closed]
@@ -207,6 +208,8 @@ class InferenceEngine:
                     chunk = session.gate(window, probability)
                     if chunk is not None:
                         chunks.append((session, *chunk))
+        for session in turn:  # the turn's windows stayed counted until their chunks were in flight
+            session.waiting_windows = len(self._windows.get(session, ()))
         return chunks
 
     def _embed(self, chunks: list[tuple[StreamSession, FloatArray, float]]) -> None:

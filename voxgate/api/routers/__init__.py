@@ -1,8 +1,18 @@
 """One router per resource. Each module has ``router`` and ``startup``/``shutdown`` hooks."""
 
-from voxgate.api.routers import auth, logging, maintenance, streams, voiceprints
+from voxgate.api.routers import (
+    auth,
+    logging,
+    maintenance,
+    pbx,
+    streams,
+    subscriptions,
+    voiceprints,
+    websocket,
+)
 
 # order matters for startup: the account and profiles exist before streams start
-MODULES = (auth, maintenance, logging, voiceprints, streams)
+# webhooks and the WebSocket door listen to streams
+MODULES = (auth, maintenance, logging, voiceprints, streams, pbx, subscriptions, websocket)
 
 __all__ = ["MODULES"]

@@ -7,6 +7,7 @@ stream's :class:`~voxgate.streams.session.StreamSession`; the biometrics happen 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -27,6 +28,7 @@ from voxgate.api.errors import (
     PayloadTooLarge,
     error_response,
 )
+from voxgate.api.routers.pbx import PbxRegistration, registration_states
 from voxgate.api.state import Services
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
@@ -39,6 +41,7 @@ from voxgate.streams import (
     StreamSession,
     StreamType,
 )
+from voxgate.streams.inference import InferenceEngine
 from voxgate.streams.registry import StartListener, StopListener
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,24 @@ class StreamInfo(BaseModel):
         description="Net speech (seconds) in the stream's voiceprint so far (see `StreamState`).",
         examples=[27.0],
     )
+    heard_speech_length: float = Field(
+        description="Net speech (seconds) detected so far, including speech not yet embedded. It stops "
+        "growing once the voiceprint holds `VOXGATE_STREAM_MAX_SPEECH_S`.",
+        examples=[29.4],
+    )
+    backlog_s: float = Field(
+        description="Audio (seconds) received but not yet analysed: near 0 while the server keeps up.",
+        examples=[0.0],
+    )
+    capped: bool = Field(
+        description="The voiceprint reached `VOXGATE_STREAM_MAX_SPEECH_S`; later audio is not analysed."
+    )
+    last_verdict: str | None = Field(
+        default=None, description="The last verification result on this stream.", examples=["verified"]
+    )
+    last_score: float | None = Field(
+        default=None, description="The score (LLR) of the last verification.", examples=[4.21]
+    )
 
 
 class StreamList(BaseModel):
@@ -148,6 +169,19 @@ class ProfileSummary(BaseModel):
     model: str = Field(description="The models it scores with.", examples=["ecapa+campplus"])
 
 
+class EngineStatus(BaseModel):
+    backlog_s: float = Field(
+        description="Audio of all streams (seconds) waiting for analysis: near 0 while the server keeps up; "
+        "growing means overload (more streams than this CPU sustains).",
+        examples=[0.0],
+    )
+    busy: float = Field(
+        description="Share of wall time the inference engine worked since start (0-1).", examples=[0.42]
+    )
+    chunks: int = Field(description="Speech chunks embedded since start.", examples=[1234])
+    mean_vad_batch: float = Field(description="Streams advanced per VAD call, on average.", examples=[23.5])
+
+
 class Status(BaseModel):
     version: str = Field(description="voxgate version.", examples=["0.1.0"])
     streams: dict[str, int] = Field(
@@ -164,6 +198,12 @@ class Status(BaseModel):
         "recordings at ≤ 8 kHz) and `wideband` (above). Equal when one profile is set active.",
     )
     maintenance: bool = Field(description="Maintenance mode: new streams, enroll, verify and import get 423.")
+    engine: EngineStatus | None = Field(
+        default=None, description="The inference engine of this process (null when models are not loaded)."
+    )
+    pbx: dict[str, PbxRegistration] = Field(
+        default_factory=dict, description="Registration of each started PBX instance, by id (/api/v2/pbx/)."
+    )
 
 
 STREAM_NOT_FOUND = error_response(
@@ -219,6 +259,11 @@ def _info(session: StreamSession) -> StreamInfo:
         frequency=session.sample_rate_hz,
         duration_s=round(session.duration_s, 6),
         speech_length=round(session.speech_s, 3),
+        heard_speech_length=round(session.heard_speech_s, 3),
+        backlog_s=round(session.backlog_s, 3),
+        capped=session.capped,
+        last_verdict=session.last_verdict,
+        last_score=session.last_score,
     )
 
 
@@ -298,6 +343,7 @@ async def stream_data(uuid: str, request: Request, user: User, services: Service
                 await session.feed_pcm16(data)
         if pending:
             await session.feed_pcm16(bytes(pending))
+    await session.settled()
     return _state(session, received)
 
 
@@ -387,6 +433,20 @@ async def status(user: User, services: ServicesDep) -> Status:
             Channel.WIDEBAND.value: await _profile_summary(services, 16000),
         },
         maintenance=services.locked,
+        pbx=registration_states(services),
+        engine=_engine_status(streams.engine),
+    )
+
+
+def _engine_status(engine: InferenceEngine | None) -> EngineStatus | None:
+    if engine is None:
+        return None
+    stats = engine.stats
+    return EngineStatus(
+        backlog_s=round(engine.backlog_s, 3),
+        busy=round(stats.busy_s / max(engine.uptime_s, 1e-9), 4),
+        chunks=stats.chunks,
+        mean_vad_batch=round(stats.mean_vad_batch, 2),
     )
 
 
@@ -428,6 +488,10 @@ async def startup(services: Services) -> None:
     """Start the stream registry (after the voiceprints router loaded the models) and its idle timeout."""
     on_start, on_stop = _listeners(services)
     settings = services.settings
+    engine = None
+    if services.biometrics is not None:
+        engine = InferenceEngine(services.biometrics, max_backlog_s=settings.stream_max_backlog_s)
+        engine.start()
     streams = StreamRegistry(
         services.biometrics,
         on_start=on_start,
@@ -435,6 +499,8 @@ async def startup(services: Services) -> None:
         max_streams=settings.max_streams,
         idle_timeout_s=settings.stream_idle_timeout_s,
         chunk_s=settings.stream_chunk_s,
+        max_speech_s=settings.stream_max_speech_s,
+        engine=engine,
     )
     streams.start()
     services.streams = streams
@@ -446,3 +512,5 @@ async def shutdown(services: Services) -> None:
     if streams is not None:
         await streams.stop()
         await streams.close_all("shutdown")
+        if streams.engine is not None:
+            await asyncio.to_thread(streams.engine.stop)

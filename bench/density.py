@@ -1,0 +1,606 @@
+"""Live-call density: how many concurrent WebSocket streams one core sustains in real time.
+
+A real ``voxgate serve`` runs pinned to one core (``taskset``); this process, pinned to the other core,
+plays N staggered calls of real speech over the WebSocket door (20 ms µ-law frames, in real time) and
+polls verify twice a second per stream over HTTP keep-alive. See bench/README.md for what is measured,
+and how the load generator is shown not to be the bottleneck.
+
+    .venv/bin/python bench/density.py --streams 40             # one probe of N = 40
+    .venv/bin/python bench/density.py --streams 20 40 60       # several probes, one summary
+    .venv/bin/python bench/density.py --streams 60 --fastest   # CAM++ only (VOXGATE_MODELS=campplus)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import itertools
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuid_module
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+import websockets
+
+from voxgate.audio.g711 import ulaw_decode_float, ulaw_encode_float
+from voxgate.audio.resample import resample
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEECH = ROOT.parent / "shared" / "data" / "speech" / "librispeech_test_other"
+PASSWORD = "density-bench-1"
+FRAME = 160  # 20 ms at 8 kHz
+ENROLL_FILES = 5  # a speaker's first files make the voiceprint; the rest make the calls
+POLL_S = 0.5
+
+
+# -- calls ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Speaker:
+    name: str
+    enroll: list[np.ndarray]  # 8 kHz float32
+    call: list[np.ndarray]
+
+
+def load_speakers() -> list[Speaker]:
+    speakers = []
+    for folder in sorted(p for p in SPEECH.iterdir() if p.is_dir()):
+        files = []
+        for path in sorted(folder.glob("*.flac")):
+            samples, rate = sf.read(path, dtype="float32")
+            files.append(resample(samples, rate, 8000).astype(np.float32))
+        speakers.append(Speaker(folder.name, files[:ENROLL_FILES], files[ENROLL_FILES:]))
+    return speakers
+
+
+def telephone(samples: np.ndarray) -> bytes:
+    """µ-law bytes, as the line carries them."""
+    return bytes(ulaw_encode_float(np.clip(samples, -1.0, 1.0)))
+
+
+def build_call(speaker: Speaker, length_s: float, rng: random.Random) -> tuple[bytes, float]:
+    """The customer's side of a call: speech turns (the speaker's recordings, cut to 3-12 s) separated by
+    silence of equal mean length (the agent talking, hold music muted), so about half the time is speech."""
+    pieces: list[np.ndarray] = []
+    total = spoken = 0
+    target = int(length_s * 8000)
+    i = rng.randrange(len(speaker.call))
+    while total < target:
+        recording = speaker.call[i % len(speaker.call)]
+        i += 1
+        turn = int(rng.uniform(3.0, 12.0) * 8000)
+        start = rng.randrange(max(1, recording.size - turn))
+        speech = recording[start : start + turn]
+        gap = np.zeros(int(speech.size * rng.uniform(0.6, 1.4)), dtype=np.float32)
+        gap += np.float32(1e-4) * np.random.default_rng(rng.randrange(1 << 30)).standard_normal(
+            gap.size
+        ).astype(np.float32)  # line noise, not digital silence
+        pieces += [speech, gap]
+        total += speech.size + gap.size
+        spoken += speech.size
+    audio = np.concatenate(pieces)[:target]
+    return telephone(audio), spoken / total
+
+
+def wav_ulaw(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 8000, format="WAV", subtype="ULAW")
+    return buffer.getvalue()
+
+
+# -- the server ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    data: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def start_server(core: int, env_extra: dict[str, str]) -> Server:
+    data = Path(tempfile.mkdtemp(prefix="voxgate-density-"))
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        VOXGATE_DATA_DIR=str(data),
+        VOXGATE_ADMIN_PASSWORD=PASSWORD,
+        VOXGATE_LOG_LEVEL="warning",
+        VOXGATE_MAX_STREAMS="2000",
+        VOXGATE_EVENT_RETENTION_DAYS="1",
+    )
+    env.update(env_extra)
+    log = (data / "server.log").open("wb")
+    command = ["taskset", "-c", str(core), sys.executable, "-m", "voxgate", "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    server = Server(process, port, data)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((data / "server.log").read_text())
+        try:
+            if httpx.get(server.base + "/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError("the server did not start within 120 s")
+
+
+# -- load ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Poll:
+    at: float  # seconds since the probe started
+    latency_s: float
+    result: str
+    score: float | None
+
+
+@dataclass
+class CallRecord:
+    stream_uuid: str
+    speaker: str
+    claimed: str
+    audio: bytes
+    turns_fraction: float  # share of the call's time filled by the speaker's recordings
+    started: float = 0.0
+    ended: float | None = None
+    sent_frames: int = 0
+    polls: list[Poll] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class RawHttp:
+    """A keep-alive HTTP/1.1 connection for the verify polls: httpx costs about a millisecond of CPU per
+    request, which at hundreds of polls a second would make the load generator the bottleneck."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.token = token
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post_json(self, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        payload = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {self.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + payload)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        data = await self.reader.readexactly(length)
+        return status, json.loads(data)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_call(call: CallRecord, port: int, token: str, t0: float, stop_at: float) -> None:
+    """One call: a WebSocket connection with one stream, frames every 20 ms, verify every 0.5 s."""
+    sid = "MZ" + uuid_module.uuid4().hex  # 34 characters, as Twilio's
+    url = f"ws://127.0.0.1:{port}/ws?token={token}"
+    n_frames = len(call.audio) // FRAME
+    async with websockets.connect(url, max_queue=None, ping_interval=None) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        start = {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "accountSid": "",
+                "streamSid": sid,
+                "callSid": "",
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": {"uuid": call.stream_uuid},
+            },
+            "streamSid": sid,
+        }
+        await ws.send(json.dumps(start))
+        drain = asyncio.create_task(_drain(ws, call))
+        poller = asyncio.create_task(_poll(call, port, token, t0))
+        begin = time.monotonic()
+        call.started = begin - t0
+        try:
+            for i in range(n_frames):
+                due = begin + i * 0.02
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if time.monotonic() - t0 > stop_at:
+                    break
+                payload = base64.b64encode(call.audio[i * FRAME : (i + 1) * FRAME]).decode()
+                await ws.send(
+                    f'{{"event":"media","sequenceNumber":"{i + 2}","media":{{"track":"inbound","chunk":"{i + 1}",'
+                    f'"timestamp":"{i * 20}","payload":"{payload}"}},"streamSid":"{sid}"}}'
+                )
+                call.sent_frames += 1
+        finally:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            await ws.send(
+                json.dumps({"event": "stop", "sequenceNumber": str(n_frames + 2), "streamSid": sid})
+            )
+            await asyncio.sleep(0.2)
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            call.ended = time.monotonic() - t0
+
+
+async def _drain(ws: websockets.ClientConnection, call: CallRecord) -> None:
+    async for message in ws:
+        reply = json.loads(message)
+        status = reply.get("status")
+        if isinstance(status, int) and status >= 400:
+            call.errors.append(f"{reply.get('event')} {status} {reply.get('msg')}")
+
+
+async def _poll(call: CallRecord, port: int, token: str, t0: float) -> None:
+    http = RawHttp(port, token)
+    try:
+        await asyncio.sleep(POLL_S)
+        while True:
+            sent = time.monotonic()
+            status, body = await http.post_json(
+                "/api/v2/verify", {"uuid": call.stream_uuid, "external_id": call.claimed}
+            )
+            latency = time.monotonic() - sent
+            if status != 200:
+                call.errors.append(f"verify {status} {body.get('detail')}")
+            else:
+                score = body.get("score")
+                call.polls.append(
+                    Poll(
+                        sent - t0,
+                        latency,
+                        str(body["result"]),
+                        float(str(score)) if score is not None else None,
+                    )
+                )
+            await asyncio.sleep(max(0.0, POLL_S - (time.monotonic() - sent)))
+    finally:
+        http.close()
+
+
+@dataclass
+class Sample:
+    at: float
+    server_cpu_s: float
+    rss_mib: float
+    backlog_s: float
+    running: int
+
+
+async def monitor(server: Server, token: str, t0: float, until: float, samples: list[Sample]) -> None:
+    async with httpx.AsyncClient(base_url=server.base, headers={"Authorization": f"Token {token}"}) as client:
+        while time.monotonic() - t0 < until:
+            status = (await client.get("/api/v2/status", timeout=10)).json()
+            engine = status.get("engine") or {}
+            samples.append(
+                Sample(
+                    time.monotonic() - t0,
+                    server.cpu_s(),
+                    server.rss_mib(),
+                    float(engine.get("backlog_s", 0.0)),
+                    int(status["running"]),
+                )
+            )
+            await asyncio.sleep(5.0)
+
+
+# -- one probe -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeResult:
+    streams: int
+    ok: bool
+    why: str
+    cpu_ms_per_stream_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    mib_per_stream: float
+    backlog_end_s: float
+    backlog_max_s: float
+    generator_cpu: float
+    polls: int
+    calls: list[CallRecord]
+    speech_fraction: float
+
+
+async def probe(
+    server: Server,
+    token: str,
+    speakers: list[Speaker],
+    n: int,
+    *,
+    ramp_s: float,
+    window_s: float,
+    call_s: tuple[float, float],
+    seed: int,
+) -> ProbeResult:
+    rng = random.Random(seed)
+    idle_rss = server.rss_mib()
+    t0 = time.monotonic()
+    end = ramp_s + window_s
+    calls: list[CallRecord] = []
+    samples: list[Sample] = []
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+
+    def new_call() -> CallRecord:
+        speaker = rng.choice(speakers)
+        claimed = speaker if rng.random() < 0.5 else rng.choice([s for s in speakers if s is not speaker])
+        audio, turns = build_call(speaker, rng.uniform(*call_s), rng)
+        record = CallRecord(str(uuid_module.uuid4()), speaker.name, claimed.name, audio, turns)
+        calls.append(record)
+        return record
+
+    async def line(first_delay: float) -> None:
+        """One agent line: calls back to back for the whole probe (a new call as soon as one ends)."""
+        await asyncio.sleep(first_delay)
+        while time.monotonic() - t0 < end:
+            await run_call(new_call(), server.port, token, t0, end)
+
+    monitor_task = asyncio.create_task(monitor(server, token, t0, end, samples))
+    await asyncio.gather(*(line(rng.uniform(0, ramp_s)) for _ in range(n)))
+    await monitor_task
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.monotonic() - t0
+    generator_cpu = (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime) / wall
+
+    window = [s for s in samples if s.at >= ramp_s]
+    if len(window) < 2:
+        raise RuntimeError("the measurement window holds fewer than two samples: lengthen --window")
+    stream_s = sum((b.at - a.at) * (a.running + b.running) / 2 for a, b in itertools.pairwise(window))
+    cpu = window[-1].server_cpu_s - window[0].server_cpu_s
+    latencies = sorted(p.latency_s for c in calls for p in c.polls if p.at >= ramp_s)
+    errors = [e for c in calls for e in c.errors]
+    backlog_end = window[-1].backlog_s
+    backlog_max = max(s.backlog_s for s in window)
+    last_third = [s.backlog_s for s in window[len(window) * 2 // 3 :]]
+    p99 = float(np.percentile(latencies, 99)) * 1000 if latencies else float("nan")
+    why = []
+    if p99 >= 100:
+        why.append(f"p99 {p99:.0f} ms")
+    if max(last_third) > 1.0:
+        why.append(f"backlog {max(last_third):.1f} s")
+    if errors:
+        why.append(f"{len(errors)} errors, e.g. {errors[0]}")
+    rss = statistics.median(s.rss_mib for s in window)
+    running = statistics.median(s.running for s in window)
+    return ProbeResult(
+        streams=n,
+        ok=not why,
+        why="; ".join(why) or "sustained",
+        cpu_ms_per_stream_s=1000 * cpu / stream_s if stream_s else float("nan"),
+        latency_p50_ms=float(np.percentile(latencies, 50)) * 1000 if latencies else float("nan"),
+        latency_p99_ms=p99,
+        mib_per_stream=(rss - idle_rss) / running if running else float("nan"),
+        backlog_end_s=backlog_end,
+        backlog_max_s=backlog_max,
+        generator_cpu=generator_cpu,
+        polls=len(latencies),
+        calls=calls,
+        speech_fraction=statistics.mean(c.turns_fraction for c in calls),
+    )
+
+
+# -- offline comparison and the naive baseline --------------------------------------------------------------
+
+
+def offline_agreement(
+    calls: list[CallRecord], speakers: list[Speaker], env: dict[str, str], limit: int, cap_s: float | None
+) -> tuple[float, int, float, float]:
+    """Verdict of each finished call's last poll vs the offline verdict of the same audio; also the naive
+    baseline's CPU per stream-second (re-embedding the whole buffer on every poll, measured here)."""
+    from voxgate.api.routers.voiceprints import engine_model_ids
+    from voxgate.audio.types import Audio
+    from voxgate.biometrics.engine import Biometrics
+    from voxgate.biometrics.profile import resolve_profile
+    from voxgate.settings import Settings
+
+    os.environ.update(env)
+    settings = Settings()
+    biometrics = Biometrics(settings.model_dir, engine_model_ids(settings))
+    profile = resolve_profile(settings.profile, 8000)
+    enrolled = {}
+    for speaker in speakers:
+        audio = np.concatenate([ulaw_decode_float(telephone(x)) for x in speaker.enroll])
+        analysis = biometrics.analyse(Audio(audio.astype(np.float32), 8000, 1, "ULAW", "wav"))
+        enrolled[speaker.name] = biometrics.voiceprint(analysis, min_speech_s=1.0)
+    finished = [c for c in calls if c.ended is not None and c.polls and c.polls[-1].score is not None]
+    agree = total = 0
+    naive_costs: list[float] = []
+    net: list[float] = []
+    for call in finished[:limit]:
+        sent = call.audio[: call.sent_frames * FRAME]
+        audio = ulaw_decode_float(sent)
+        analysis = biometrics.analyse(Audio(audio, 8000, 1, "ULAW", "raw"))
+        net.append(analysis.speech_s / analysis.duration_s)
+        try:
+            voiceprint = biometrics.voiceprint(analysis, min_speech_s=1.0, max_speech_s=cap_s)
+        except Exception:
+            continue
+        offline = profile.score(enrolled[call.claimed], voiceprint).verdict.value
+        total += 1
+        agree += offline == call.polls[-1].result
+        # naive: every poll re-runs VAD and the networks over the whole buffer so far; at a poll at
+        # time t that costs about cost(whole call) * t / T, so the mean poll costs half the whole call
+        started = time.process_time()
+        whole = biometrics.analyse(Audio(audio, 8000, 1, "ULAW", "raw"))
+        biometrics.voiceprint(whole, min_speech_s=0.0)
+        whole_cost = time.process_time() - started
+        naive_costs.append((whole_cost / 2) * (1 / POLL_S))  # CPU s per stream-second
+    naive = statistics.median(naive_costs) if naive_costs else float("nan")
+    return (
+        (agree / total if total else float("nan")),
+        total,
+        naive,
+        statistics.mean(net) if net else float("nan"),
+    )
+
+
+# -- main ------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, nargs="+", required=True, help="N concurrent calls per probe")
+    parser.add_argument("--fastest", action="store_true", help="CAM++ only (telephone-campplus profile)")
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--load-core", type=int, default=1)
+    parser.add_argument(
+        "--ramp", type=float, default=60.0, help="calls start staggered over this many seconds"
+    )
+    parser.add_argument("--window", type=float, default=180.0, help="measured seconds after the ramp")
+    parser.add_argument("--call-min", type=float, default=120.0)
+    parser.add_argument("--call-max", type=float, default=240.0)
+    parser.add_argument("--offline-calls", type=int, default=24, help="calls scored offline for agreement")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    os.sched_setaffinity(0, {args.load_core})
+    env = {"VOXGATE_MODELS": "campplus", "VOXGATE_PROFILE": "telephone-campplus"} if args.fastest else {}
+    config = "fastest (CAM++ only)" if args.fastest else "default (ECAPA + CAM++ fused)"
+    print(f"loading speech from {SPEECH.name} ...", flush=True)
+    speakers = load_speakers()
+    results: list[ProbeResult] = []
+    for n in args.streams:
+        server = start_server(args.server_core, env)
+        try:
+            token = httpx.post(
+                server.base + "/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
+            ).json()["key"]
+            headers = {"Authorization": f"Token {token}"}
+            for speaker in speakers:
+                files = [
+                    ("files", (f"{speaker.name}.wav", wav_ulaw(np.concatenate(speaker.enroll)), "audio/wav"))
+                ]
+                response = httpx.post(
+                    server.base + "/api/v2/import",
+                    data={"external_id": speaker.name},
+                    files=files,
+                    headers=headers,
+                    timeout=300,
+                )
+                if response.status_code >= 400:
+                    raise RuntimeError(f"import {speaker.name}: {response.status_code} {response.text}")
+            status = httpx.get(server.base + "/api/v2/status", headers=headers).json()
+            print(
+                f"[{config}] N={n}: server on core {args.server_core}, models {[m['model_id'] for m in status['models']]}",
+                flush=True,
+            )
+            result = asyncio.run(
+                probe(
+                    server,
+                    token,
+                    speakers,
+                    n,
+                    ramp_s=args.ramp,
+                    window_s=args.window,
+                    call_s=(args.call_min, args.call_max),
+                    seed=args.seed + n,
+                )
+            )
+            listing = httpx.get(server.base + "/api/v2/streams", headers=headers).json()["streams"]
+            leaked = len(listing)
+        finally:
+            server.stop()
+        os.sched_setaffinity(
+            0, {args.server_core}
+        )  # the offline pass and the naive baseline: the server's core
+        cap = float(os.environ.get("VOXGATE_STREAM_MAX_SPEECH_S", "60"))
+        agreement, scored, naive, net_speech = offline_agreement(
+            result.calls, speakers, env, args.offline_calls, cap
+        )
+        os.sched_setaffinity(0, {args.load_core})
+        naive_streams = 1.0 / naive if naive == naive and naive > 0 else float("nan")
+        ours_streams = 1000.0 / result.cpu_ms_per_stream_s
+        print(
+            f"[{config}] N={n}: {'OK' if result.ok else 'FAILED'} ({result.why})\n"
+            f"  streams per core sustained: {n if result.ok else 'fewer than ' + str(n)}"
+            f" (CPU-bound ceiling {ours_streams:.0f} at {result.cpu_ms_per_stream_s:.2f} CPU ms per stream-second)\n"
+            f"  verify latency p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms "
+            f"({result.polls} polls in the window)\n"
+            f"  memory per stream {result.mib_per_stream:.2f} MiB; backlog end {result.backlog_end_s:.2f} s, "
+            f"max {result.backlog_max_s:.2f} s; leaked streams {leaked}\n"
+            f"  verdict agreement with offline scoring: {agreement:.1%} of {scored} finished calls\n"
+            f"  naive baseline (re-embed the whole buffer per poll): {naive * 1000:.0f} CPU ms per "
+            f"stream-second = {naive_streams:.2f} streams per core; incremental is "
+            f"{naive * 1000 / result.cpu_ms_per_stream_s:.0f}x cheaper\n"
+            f"  load generator used {result.generator_cpu:.0%} of its core\n"
+            f"  calls: {len(result.calls)}, recordings fill {result.speech_fraction:.0%} of call time, "
+            f"net speech (VAD) {net_speech:.0%}",
+            flush=True,
+        )
+        results.append(result)
+    sustained = [r.streams for r in results if r.ok]
+    print(
+        f"[{config}] largest N sustained: {max(sustained) if sustained else 'none of ' + str(args.streams)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
