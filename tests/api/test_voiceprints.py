@@ -105,6 +105,12 @@ async def test_enroll_and_verify_on_streams(
         assert body["speech_length"] >= 3.0 and body["profile"] == "telephone"
         verdicts[name] = (body["result"], body["score"])
     print(verdicts)
+    listed = {s["uuid"]: s for s in (await client.get("/api/v2/streams", headers=auth)).json()["streams"]}
+    assert (listed[same]["last_verdict"], listed[same]["last_score"]) == verdicts["same"]
+    assert listed[same]["backlog_s"] == 0.0 and listed[same]["heard_speech_length"] >= 3.0
+    assert listed[fresh]["last_verdict"] is None
+    engine = (await client.get("/api/v2/status", headers=auth)).json()["engine"]
+    assert engine["backlog_s"] == 0.0 and engine["chunks"] >= 4
     assert verdicts["same"][0] == "verified"
     assert verdicts["other"][0] == "not_verified"
     assert verdicts["same"][1] > verdicts["other"][1]

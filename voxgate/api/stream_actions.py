@@ -205,6 +205,7 @@ async def verify_stream(
                 profile=profile.name,
                 profile_hash=profile.content_hash,
             )
+            stream.last_verdict, stream.last_score = scored.verdict.value, round(scored.llr, 4)
     if record:
         await record_verify(sessions, done)
     return done
