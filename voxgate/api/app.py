@@ -13,7 +13,7 @@ from voxgate.api import errors
 from voxgate.api.routers import MODULES
 from voxgate.api.state import Services
 from voxgate.settings import Settings, get_settings
-from voxgate.store import cache
+from voxgate.store import cache, events
 from voxgate.store.db import Store
 
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for module in reversed(started):
                 await module.shutdown(services)
+            await events.flush(store.sessions)
             await store.close()
 
     app = FastAPI(

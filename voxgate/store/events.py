@@ -21,14 +21,17 @@ Times are stored in UTC. Days are UTC days.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, String, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, delete, func, insert, or_, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
@@ -38,6 +41,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from voxgate.store.tables import EventRow
 
 Sessions = async_sessionmaker[AsyncSession]
+log = logging.getLogger(__name__)
 
 # -- event types ---------------------------------------------------------------------------------------
 STREAM_START = "stream_start"
@@ -109,6 +113,26 @@ def _json_safe(detail: dict[str, Any]) -> dict[str, Any]:
     return safe
 
 
+def _row(
+    type: str,
+    outcome: str,
+    stream_uuid: str | None,
+    external_id: str | None,
+    duration_s: float | None,
+    at: datetime | None,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "time": _utc(at) if at is not None else datetime.now(UTC),
+        "type": type[:_TYPE_LEN],
+        "stream_uuid": None if stream_uuid is None else str(stream_uuid)[:_STREAM_LEN],
+        "external_id": None if external_id is None else external_id[:_EXTERNAL_ID_LEN],
+        "outcome": outcome[:_OUTCOME_LEN],
+        "duration_s": duration_s if duration_s is None or math.isfinite(duration_s) else None,
+        "detail": _json_safe(detail),
+    }
+
+
 async def record(
     sessions: Sessions,
     type: str,
@@ -120,20 +144,66 @@ async def record(
     at: datetime | None = None,
     **detail: Any,
 ) -> None:
-    """Append one event (its own transaction). ``type`` is one of the constants above; ``at`` defaults
-    to now; any other keyword goes into ``detail`` (JSON)."""
+    """Append one event (its own transaction, committed when this returns). ``type`` is one of the
+    constants above; ``at`` defaults to now; any other keyword goes into ``detail`` (JSON)."""
+    row = _row(type, outcome, stream_uuid, external_id, duration_s, at, detail)
     async with sessions() as session, session.begin():
-        session.add(
-            EventRow(
-                time=_utc(at) if at is not None else datetime.now(UTC),
-                type=type[:_TYPE_LEN],
-                stream_uuid=None if stream_uuid is None else str(stream_uuid)[:_STREAM_LEN],
-                external_id=None if external_id is None else external_id[:_EXTERNAL_ID_LEN],
-                outcome=outcome[:_OUTCOME_LEN],
-                duration_s=duration_s if duration_s is None or math.isfinite(duration_s) else None,
-                detail=_json_safe(detail),
-            )
-        )
+        await session.execute(insert(EventRow), [row])
+
+
+def record_soon(
+    sessions: Sessions,
+    type: str,
+    outcome: str = OK,
+    *,
+    stream_uuid: str | None = None,
+    external_id: str | None = None,
+    duration_s: float | None = None,
+    at: datetime | None = None,
+    **detail: Any,
+) -> None:
+    """Append one event without waiting for the write: for the hot path (a verify poll twice a second
+    per stream). Events queued meanwhile are written together in one transaction (group commit).
+    Every reader here (:func:`find`, :func:`usage_per_day`, :func:`purge_older_than`) and the server's
+    shutdown call :func:`flush` first, so nothing is lost or unseen; a crash loses at most the events of
+    the write in progress."""
+    row = _row(type, outcome, stream_uuid, external_id, duration_s, at, detail)
+    writer = _writers.get(sessions)
+    loop = asyncio.get_running_loop()
+    if writer is None or writer.loop is not loop:
+        writer = _writers[sessions] = _Writer(sessions, loop)
+    writer.rows.append(row)
+    if writer.task is None or writer.task.done():
+        writer.task = loop.create_task(writer.run(), name="event-writer")
+
+
+class _Writer:
+    def __init__(self, sessions: Sessions, loop: asyncio.AbstractEventLoop) -> None:
+        self.sessions = sessions
+        self.loop = loop
+        self.rows: list[dict[str, Any]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        while self.rows:
+            rows, self.rows = self.rows, []
+            try:
+                async with self.sessions() as session, session.begin():
+                    await session.execute(insert(EventRow), rows)
+            except Exception:  # the store is down or closing: say so, never break the caller
+                log.exception("%d events could not be written", len(rows))
+
+
+_writers: weakref.WeakKeyDictionary[Sessions, _Writer] = weakref.WeakKeyDictionary()
+
+
+async def flush(sessions: Sessions) -> None:
+    """Wait until the events queued by :func:`record_soon` are written."""
+    writer = _writers.get(sessions)
+    if writer is None or writer.loop is not asyncio.get_running_loop():
+        return
+    while writer.task is not None and not writer.task.done():
+        await asyncio.shield(writer.task)
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -200,6 +270,7 @@ async def find(
     sessions: Sessions, flt: EventFilter, *, offset: int = 0, limit: int = 100, newest_first: bool = False
 ) -> EventPage:
     """One page of the events matching ``flt`` in time order (ties by id), and how many match in all."""
+    await flush(sessions)
     conditions = _conditions(flt)
     order = (EventRow.time.desc(), EventRow.id.desc()) if newest_first else (EventRow.time, EventRow.id)
     async with sessions() as session:
@@ -212,6 +283,7 @@ async def find(
 
 async def purge_older_than(sessions: Sessions, cutoff: datetime, *, batch: int = 10_000) -> int:
     """Delete events older than ``cutoff``, in batches (short write transactions); the number deleted."""
+    await flush(sessions)
     deleted = 0
     while True:
         async with sessions() as session, session.begin():
@@ -298,6 +370,7 @@ def _stream_seconds(start: datetime, end: datetime) -> Select[str, str | None, f
 
 async def usage_per_day(sessions: Sessions, start: datetime, end: datetime) -> list[DayUsage]:
     """Invoiceable actions per UTC day in [start, end), days in order; days without any are left out."""
+    await flush(sessions)
     days: dict[str, DayUsage] = {}
 
     def usage(day: str) -> DayUsage:

@@ -42,6 +42,10 @@ FloatArray = npt.NDArray[np.float32]
 MAX_BATCH = 64  # VAD windows per call (streams advanced together)
 WINDOWS_PER_TURN = 32  # ≈ 1 s of a stream's audio per worker cycle: a long upload cannot starve the rest
 MAX_BACKLOG_S = 5.0  # per stream; its door waits beyond this
+# A cycle that caught up waits for this much audio of every stream to gather before the next one, so
+# VAD calls are shared by many streams (each stream sends its audio at its own moments). Costs at most
+# this much delay between the audio and the voiceprint.
+CYCLE_S = 0.2
 BACKPRESSURE_POLL_S = 0.02
 
 
@@ -71,6 +75,7 @@ class InferenceEngine:
         max_batch: int = MAX_BATCH,
         embed_batch: int = 1,
         max_backlog_s: float = MAX_BACKLOG_S,
+        cycle_s: float = CYCLE_S,
     ) -> None:
         if max_batch < 1 or embed_batch < 1 or max_backlog_s <= 0:
             raise ValueError("max_batch and embed_batch must be >= 1 and max_backlog_s > 0")
@@ -78,6 +83,8 @@ class InferenceEngine:
         self.max_batch = max_batch
         self.embed_batch = embed_batch
         self.max_backlog_s = max_backlog_s
+        self.cycle_s = cycle_s
+        self._stopped = threading.Event()
         self.stats = EngineStats()
         self._inbox: deque[tuple[StreamSession, FloatArray]] = deque()
         self._windows: dict[StreamSession, FloatArray] = {}  # accepted, not yet through VAD
@@ -92,6 +99,7 @@ class InferenceEngine:
     def start(self) -> None:
         if self._thread is None:
             self._stopping = False
+            self._stopped.clear()
             self._started = time.monotonic()
             self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
             self._thread.start()
@@ -99,6 +107,7 @@ class InferenceEngine:
     def stop(self) -> None:
         """Stop the worker after its current cycle; queued audio is dropped (streams are closing)."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -150,7 +159,10 @@ class InferenceEngine:
             except Exception:  # a bug must not silently stop every stream's analysis
                 log.exception("inference cycle failed")
             self.stats.cycles += 1
-            self.stats.busy_s += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            self.stats.busy_s += spent
+            if not self._windows and spent < self.cycle_s:
+                self._stopped.wait(self.cycle_s - spent)
 
     def _cycle(self) -> None:
         self._take_inbox()
