@@ -4,7 +4,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.voxgate-installed
 PORT  ?= 8000
 
-.PHONY: run setup models test lint unit accuracy bench clean
+.PHONY: run setup models test lint unit accuracy accuracy-streaming bench clean
 
 run: models
 	$(BIN)/voxgate serve --port $(PORT)
@@ -29,6 +29,10 @@ unit: models
 
 accuracy: models
 	$(BIN)/python -m voxgate.evaluation.accuracy --jobs 2 --out docs/accuracy.md
+
+# live-stream vs offline voiceprints; rewrites its own section of docs/accuracy.md (run after `accuracy`)
+accuracy-streaming: models
+	$(BIN)/python -m voxgate.evaluation.streaming --jobs 2 --out docs/accuracy.md
 
 bench: models
 	$(BIN)/python bench/embed.py

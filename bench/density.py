@@ -289,11 +289,14 @@ async def run_call(call: CallRecord, port: int, token: str, t0: float, stop_at: 
 
 
 async def _drain(ws: websockets.ClientConnection, call: CallRecord) -> None:
-    async for message in ws:
-        reply = json.loads(message)
-        status = reply.get("status")
-        if isinstance(status, int) and status >= 400:
-            call.errors.append(f"{reply.get('event')} {status} {reply.get('msg')}")
+    try:
+        async for message in ws:
+            reply = json.loads(message)
+            status = reply.get("status")
+            if isinstance(status, int) and status >= 400:
+                call.errors.append(f"{reply.get('event')} {status} {reply.get('msg')}")
+    except websockets.ConnectionClosed as exc:
+        call.errors.append(f"connection closed: {exc}")
 
 
 async def _poll(call: CallRecord, port: int, token: str, t0: float) -> None:
@@ -576,8 +579,12 @@ def main() -> None:
                     seed=args.seed + n,
                 )
             )
-            listing = httpx.get(server.base + "/api/v2/streams", headers=headers).json()["streams"]
-            leaked = len(listing)
+            leaked = -1
+            for _ in range(30):  # calls that ended last may still be handing over their queued audio
+                leaked = len(httpx.get(server.base + "/api/v2/streams", headers=headers).json()["streams"])
+                if leaked == 0:
+                    break
+                time.sleep(1.0)
         finally:
             server.stop()
         os.sched_setaffinity(

@@ -33,6 +33,7 @@ from voxgate.evaluation.datasets import Dataset, read_dataset
 from voxgate.evaluation.embedding import EmbedJob, FileResult, embed_files
 from voxgate.evaluation.fitting import EmbeddedSet, fit_profile, normalised_trials
 from voxgate.evaluation.report import VerdictRates
+from voxgate.evaluation.sections import keep_foreign
 from voxgate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class Row:
     by_length: dict[float, float]  # EER by test-side net speech crop
 
 
-def _embed_set(
+def embed_set(
     dataset: Dataset, telephone: bool, settings: Settings, cache: Path, jobs: int
 ) -> tuple[FileResult, ...]:
     key_parts = [dataset.name, str(telephone), VAD_SHA256] + [
@@ -189,11 +190,11 @@ def run(
     ]
     by_channel: dict[Channel, list[EmbeddedSet]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
     for dataset in sets:
-        results = _embed_set(dataset, False, settings, cache, jobs)
+        results = embed_set(dataset, False, settings, cache, jobs)
         rates = [r.source_rate_hz for r in results if not r.error]
         if min(rates) >= 16000:
             by_channel[Channel.WIDEBAND].append(EmbeddedSet(dataset, Channel.WIDEBAND, results))
-            results = _embed_set(dataset, True, settings, cache, jobs)
+            results = embed_set(dataset, True, settings, cache, jobs)
         by_channel[Channel.TELEPHONE].append(EmbeddedSet(dataset, Channel.TELEPHONE, results))
     held_out: dict[Channel, list[Row]] = {}
     in_domain: dict[Channel, list[Row]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
@@ -393,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, profile in shipped.items():
             profile.save(REPO / "voxgate" / "profiles" / f"{name}.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(held_out, fitted_all, shipped, by_channel, in_domain))
+    old = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(keep_foreign(old, render(held_out, fitted_all, shipped, by_channel, in_domain)))
     print(f"accuracy: wrote {args.out}", file=sys.stderr)
     return 0
 
