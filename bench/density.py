@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import itertools
 import json
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid as uuid_module
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,29 +265,45 @@ async def run_call(call: CallRecord, port: int, token: str, t0: float, stop_at: 
         begin = time.monotonic()
         call.started = begin - t0
         try:
-            for i in range(n_frames):
-                due = begin + i * 0.02
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if time.monotonic() - t0 > stop_at:
-                    break
-                payload = base64.b64encode(call.audio[i * FRAME : (i + 1) * FRAME]).decode()
-                await ws.send(
-                    f'{{"event":"media","sequenceNumber":"{i + 2}","media":{{"track":"inbound","chunk":"{i + 1}",'
-                    f'"timestamp":"{i * 20}","payload":"{payload}"}},"streamSid":"{sid}"}}'
-                )
-                call.sent_frames += 1
+            await _send_frames(ws, call, sid, n_frames, begin, t0, stop_at)
+        except websockets.ConnectionClosed as exc:  # the server hung up: the probe fails, not the bench
+            call.errors.append(f"connection closed while sending: {exc}")
         finally:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
-            await ws.send(
-                json.dumps({"event": "stop", "sequenceNumber": str(n_frames + 2), "streamSid": sid})
-            )
-            await asyncio.sleep(0.2)
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(
+                    json.dumps({"event": "stop", "sequenceNumber": str(n_frames + 2), "streamSid": sid})
+                )
+                await asyncio.sleep(0.2)
             drain.cancel()
             await asyncio.gather(drain, return_exceptions=True)
             call.ended = time.monotonic() - t0
+
+
+async def _send_frames(
+    ws: websockets.ClientConnection,
+    call: CallRecord,
+    sid: str,
+    n_frames: int,
+    begin: float,
+    t0: float,
+    stop_at: float,
+) -> None:
+    """A 20 ms µ-law frame every 20 ms, on the wall clock, until the call's audio ends or the probe does."""
+    for i in range(n_frames):
+        due = begin + i * 0.02
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if time.monotonic() - t0 > stop_at:
+            break
+        payload = base64.b64encode(call.audio[i * FRAME : (i + 1) * FRAME]).decode()
+        await ws.send(
+            f'{{"event":"media","sequenceNumber":"{i + 2}","media":{{"track":"inbound","chunk":"{i + 1}",'
+            f'"timestamp":"{i * 20}","payload":"{payload}"}},"streamSid":"{sid}"}}'
+        )
+        call.sent_frames += 1
 
 
 async def _drain(ws: websockets.ClientConnection, call: CallRecord) -> None:
@@ -419,15 +437,18 @@ async def probe(
     cpu = window[-1].server_cpu_s - window[0].server_cpu_s
     latencies = sorted(p.latency_s for c in calls for p in c.polls if p.at >= ramp_s)
     errors = [e for c in calls for e in c.errors]
-    backlog_end = window[-1].backlog_s
-    backlog_max = max(s.backlog_s for s in window)
-    last_third = [s.backlog_s for s in window[len(window) * 2 // 3 :]]
+    # the engine's backlog is the sum over streams (each holds up to a feed batch and a cycle's wait
+    # even when the engine keeps up): judge how far behind the average stream is
+    behind = [s.backlog_s / max(s.running, 1) for s in window]
+    backlog_end = behind[-1]
+    backlog_max = max(behind)
+    last_third = behind[len(behind) * 2 // 3 :]
     p99 = float(np.percentile(latencies, 99)) * 1000 if latencies else float("nan")
     why = []
     if p99 >= 100:
         why.append(f"p99 {p99:.0f} ms")
     if max(last_third) > 1.0:
-        why.append(f"backlog {max(last_third):.1f} s")
+        why.append(f"backlog {max(last_third):.1f} s per stream")
     if errors:
         why.append(f"{len(errors)} errors, e.g. {errors[0]}")
     rss = statistics.median(s.rss_mib for s in window)
@@ -509,6 +530,108 @@ def offline_agreement(
 # -- main ------------------------------------------------------------------------------------------------
 
 
+def find_largest(first: int, max_probes: int, run: Callable[[int], ProbeResult]) -> Iterator[ProbeResult]:
+    """Probe N upward until one fails, then bisect between the largest pass and the smallest failure.
+
+    The next N is guided by the CPU-bound ceiling the last passing probe measured (90 % of it), so a good
+    first guess needs two or three probes; it stops when the gap is within 5 % (or one stream).
+    """
+    passed, failed = 0, 0
+    n = first
+    for _ in range(max_probes):
+        result = run(n)
+        yield result
+        if result.ok:
+            passed = max(passed, n)
+            ceiling = int(0.9 * 1000.0 / result.cpu_ms_per_stream_s)
+            guess = max(ceiling, n + max(1, n // 4))
+        else:
+            failed = n if not failed else min(failed, n)
+            guess = (passed + failed) // 2 if passed else max(1, n * 2 // 3)
+        if failed:
+            guess = min(guess, (passed + failed) // 2 if passed else guess)
+            if failed - passed <= max(1, int(0.05 * failed)):
+                return
+        if guess in (passed, failed) or guess <= 0:
+            return
+        n = guess
+
+
+def measure(
+    n: int, args: argparse.Namespace, env: dict[str, str], speakers: list[Speaker], config: str
+) -> ProbeResult:
+    """One probe of N calls on a fresh server, then the offline agreement and the naive baseline; prints it."""
+    server = start_server(args.server_core, env)
+    try:
+        token = httpx.post(
+            server.base + "/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
+        ).json()["key"]
+        headers = {"Authorization": f"Token {token}"}
+        for speaker in speakers:
+            files = [
+                ("files", (f"{speaker.name}.wav", wav_ulaw(np.concatenate(speaker.enroll)), "audio/wav"))
+            ]
+            response = httpx.post(
+                server.base + "/api/v2/import",
+                data={"external_id": speaker.name},
+                files=files,
+                headers=headers,
+                timeout=300,
+            )
+            if response.status_code >= 400:
+                raise RuntimeError(f"import {speaker.name}: {response.status_code} {response.text}")
+        status = httpx.get(server.base + "/api/v2/status", headers=headers).json()
+        print(
+            f"[{config}] N={n}: server on core {args.server_core}, models {[m['model_id'] for m in status['models']]}",
+            flush=True,
+        )
+        result = asyncio.run(
+            probe(
+                server,
+                token,
+                speakers,
+                n,
+                ramp_s=args.ramp,
+                window_s=args.window,
+                call_s=(args.call_min, args.call_max),
+                seed=args.seed + n,
+            )
+        )
+        leaked = -1
+        for _ in range(30):  # calls that ended last may still be handing over their queued audio
+            leaked = len(httpx.get(server.base + "/api/v2/streams", headers=headers).json()["streams"])
+            if leaked == 0:
+                break
+            time.sleep(1.0)
+    finally:
+        server.stop()
+    os.sched_setaffinity(0, {args.server_core})  # the offline pass and the naive baseline: the server's core
+    agreement, scored, naive, net_speech = offline_agreement(
+        result.calls, speakers, env, args.offline_calls, args.max_speech
+    )
+    os.sched_setaffinity(0, {args.load_core})
+    naive_streams = 1.0 / naive if naive == naive and naive > 0 else float("nan")
+    ours_streams = 1000.0 / result.cpu_ms_per_stream_s
+    print(
+        f"[{config}] N={n}: {'OK' if result.ok else 'FAILED'} ({result.why})\n"
+        f"  streams per core sustained: {n if result.ok else 'fewer than ' + str(n)}"
+        f" (CPU-bound ceiling {ours_streams:.0f} at {result.cpu_ms_per_stream_s:.2f} CPU ms per stream-second)\n"
+        f"  verify latency p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms "
+        f"({result.polls} polls in the window)\n"
+        f"  memory per stream {result.mib_per_stream:.2f} MiB; backlog per stream end {result.backlog_end_s:.2f} s, "
+        f"max {result.backlog_max_s:.2f} s; leaked streams {leaked}\n"
+        f"  verdict agreement with offline scoring: {agreement:.1%} of {scored} finished calls\n"
+        f"  naive baseline (re-embed the whole buffer per poll): {naive * 1000:.0f} CPU ms per "
+        f"stream-second = {naive_streams:.2f} streams per core; incremental is "
+        f"{naive * 1000 / result.cpu_ms_per_stream_s:.0f}x cheaper\n"
+        f"  load generator used {result.generator_cpu:.0%} of its core\n"
+        f"  calls: {len(result.calls)}, recordings fill {result.speech_fraction:.0%} of call time, "
+        f"net speech (VAD) {net_speech:.0%}",
+        flush=True,
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -531,92 +654,42 @@ def main() -> None:
         help="VOXGATE_STREAM_MAX_SPEECH_S of the server: net speech a stream's voiceprint grows to",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--find",
+        action="store_true",
+        help="search for the largest N, starting at the first --streams value",
+    )
+    parser.add_argument("--max-probes", type=int, default=5, help="probes --find may run")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="VOXGATE_X=value",
+        help="more server settings, e.g. --env VOXGATE_INT8=true (repeatable; named in the summary)",
+    )
     args = parser.parse_args()
 
     os.sched_setaffinity(0, {args.load_core})
     env = {"VOXGATE_STREAM_MAX_SPEECH_S": str(args.max_speech)}
     if args.fastest:
         env.update(VOXGATE_MODELS="campplus", VOXGATE_PROFILE="telephone-campplus")
+    extra = dict(item.split("=", 1) for item in args.env)
+    env.update(extra)
     models = "CAM++ only" if args.fastest else "ECAPA + CAM++ fused"
-    config = f"{'fastest' if args.fastest else 'default'} ({models}, speech cap {args.max_speech:g} s)"
+    named = "".join(f", {key}={value}" for key, value in extra.items())
+    config = f"{'fastest' if args.fastest else 'default'} ({models}, speech cap {args.max_speech:g} s{named})"
     print(f"loading speech from {SPEECH.name} ...", flush=True)
     speakers = load_speakers()
     results: list[ProbeResult] = []
-    for n in args.streams:
-        server = start_server(args.server_core, env)
-        try:
-            token = httpx.post(
-                server.base + "/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
-            ).json()["key"]
-            headers = {"Authorization": f"Token {token}"}
-            for speaker in speakers:
-                files = [
-                    ("files", (f"{speaker.name}.wav", wav_ulaw(np.concatenate(speaker.enroll)), "audio/wav"))
-                ]
-                response = httpx.post(
-                    server.base + "/api/v2/import",
-                    data={"external_id": speaker.name},
-                    files=files,
-                    headers=headers,
-                    timeout=300,
-                )
-                if response.status_code >= 400:
-                    raise RuntimeError(f"import {speaker.name}: {response.status_code} {response.text}")
-            status = httpx.get(server.base + "/api/v2/status", headers=headers).json()
-            print(
-                f"[{config}] N={n}: server on core {args.server_core}, models {[m['model_id'] for m in status['models']]}",
-                flush=True,
-            )
-            result = asyncio.run(
-                probe(
-                    server,
-                    token,
-                    speakers,
-                    n,
-                    ramp_s=args.ramp,
-                    window_s=args.window,
-                    call_s=(args.call_min, args.call_max),
-                    seed=args.seed + n,
-                )
-            )
-            leaked = -1
-            for _ in range(30):  # calls that ended last may still be handing over their queued audio
-                leaked = len(httpx.get(server.base + "/api/v2/streams", headers=headers).json()["streams"])
-                if leaked == 0:
-                    break
-                time.sleep(1.0)
-        finally:
-            server.stop()
-        os.sched_setaffinity(
-            0, {args.server_core}
-        )  # the offline pass and the naive baseline: the server's core
-        agreement, scored, naive, net_speech = offline_agreement(
-            result.calls, speakers, env, args.offline_calls, args.max_speech
+    if args.find:
+        results = list(
+            find_largest(args.streams[0], args.max_probes, lambda n: measure(n, args, env, speakers, config))
         )
-        os.sched_setaffinity(0, {args.load_core})
-        naive_streams = 1.0 / naive if naive == naive and naive > 0 else float("nan")
-        ours_streams = 1000.0 / result.cpu_ms_per_stream_s
-        print(
-            f"[{config}] N={n}: {'OK' if result.ok else 'FAILED'} ({result.why})\n"
-            f"  streams per core sustained: {n if result.ok else 'fewer than ' + str(n)}"
-            f" (CPU-bound ceiling {ours_streams:.0f} at {result.cpu_ms_per_stream_s:.2f} CPU ms per stream-second)\n"
-            f"  verify latency p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms "
-            f"({result.polls} polls in the window)\n"
-            f"  memory per stream {result.mib_per_stream:.2f} MiB; backlog end {result.backlog_end_s:.2f} s, "
-            f"max {result.backlog_max_s:.2f} s; leaked streams {leaked}\n"
-            f"  verdict agreement with offline scoring: {agreement:.1%} of {scored} finished calls\n"
-            f"  naive baseline (re-embed the whole buffer per poll): {naive * 1000:.0f} CPU ms per "
-            f"stream-second = {naive_streams:.2f} streams per core; incremental is "
-            f"{naive * 1000 / result.cpu_ms_per_stream_s:.0f}x cheaper\n"
-            f"  load generator used {result.generator_cpu:.0%} of its core\n"
-            f"  calls: {len(result.calls)}, recordings fill {result.speech_fraction:.0%} of call time, "
-            f"net speech (VAD) {net_speech:.0%}",
-            flush=True,
-        )
-        results.append(result)
+    else:
+        results = [measure(n, args, env, speakers, config) for n in args.streams]
     sustained = [r.streams for r in results if r.ok]
     print(
-        f"[{config}] largest N sustained: {max(sustained) if sustained else 'none of ' + str(args.streams)}"
+        f"[{config}] largest N sustained: {max(sustained) if sustained else 'none of ' + str([r.streams for r in results])}"
     )
 
 
