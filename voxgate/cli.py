@@ -225,6 +225,7 @@ def _voiceprint_of(
         rules=SegmentationRules(threshold=settings.vad_threshold),
         threads=settings.onnx_threads,
         max_chunk_s=settings.max_embed_chunk_s,
+        int8=settings.int8,
     )
     analysis = biometrics.analyse(audio)
     return (
@@ -310,6 +311,7 @@ def _scored_trials(
         limits=AudioLimits.from_settings(settings),
         min_speech_s=settings.min_score_speech_s if args.min_speech is None else args.min_speech,
         max_chunk_s=settings.max_embed_chunk_s,
+        int8=settings.int8,
     )
     results = embed_files(trial_paths(trials, args.root), job, jobs=args.jobs)
     scores = score_trials(trials, results, args.root, profile_for)
@@ -356,6 +358,7 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
         min_speech_s=settings.min_score_speech_s if args.min_speech is None else args.min_speech,
         telephone=args.simulate_telephone,
         max_chunk_s=settings.max_embed_chunk_s,
+        int8=settings.int8,
     )
     embedded = []
     for spec in args.datasets:

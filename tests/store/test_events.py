@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -221,3 +223,22 @@ def test_utc_day_compiles_for_both_databases() -> None:
 def test_every_event_type_is_named_once() -> None:
     assert len(set(events.EVENT_TYPES)) == len(events.EVENT_TYPES) == 13
     assert set(events.BILLED_OUTCOMES) <= set(events.EVENT_TYPES)
+
+
+@pytest.mark.asyncio
+async def test_events_recorded_soon_share_one_transaction_and_readers_see_them(store: Store) -> None:
+    commits = 0
+
+    def count(*_: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    sa_event.listen(store.engine.sync_engine, "commit", count)
+    for n in range(40):  # polls arriving over 80 ms, well inside events.GATHER_S
+        events.record_soon(
+            store.sessions, events.VERIFY, "verified", stream_uuid=f"s{n % 4}", external_id="c1"
+        )
+        await asyncio.sleep(0.002)
+    page = await events.find(store.sessions, events.EventFilter(types=(events.VERIFY,)))
+    assert page.total == 40, "a reader flushes the queued events first"
+    assert commits == 1, f"40 queued events took {commits} transactions"

@@ -58,10 +58,12 @@ class Biometrics:
         threads: int = 1,
         rules: SegmentationRules | None = None,
         max_chunk_s: float = 60.0,
+        int8: bool = False,
     ) -> None:
+        """``int8`` loads the statically quantised copies of the models (``VOXGATE_INT8``)."""
         self.vad = SileroVad(model_dir, threads=threads)
         self.models: dict[str, EmbeddingModel] = {
-            m: load_model(m, model_dir, threads=threads) for m in model_ids
+            m: load_model(m, model_dir, threads=threads, int8=int8) for m in model_ids
         }
         self.rules = rules or SegmentationRules()
         self.max_chunk_s = max_chunk_s

@@ -79,13 +79,15 @@ class Row:
 
 
 def embed_set(
-    dataset: Dataset, telephone: bool, settings: Settings, cache: Path, jobs: int
+    dataset: Dataset, telephone: bool, settings: Settings, cache: Path, jobs: int, *, int8: bool = False
 ) -> tuple[FileResult, ...]:
+    """Every file of ``dataset`` embedded once (cached per model files); ``int8``: the quantised models."""
+    cards = [read_card(settings.model_dir, m) for m in ("ecapa", "campplus")]
     key_parts = [dataset.name, str(telephone), VAD_SHA256] + [
-        read_card(settings.model_dir, m).onnx_sha256 for m in ("ecapa", "campplus")
+        card.int8_sha256 if int8 else card.onnx_sha256 for card in cards
     ]
     key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:16]
-    path = cache / f"{dataset.name}-{'tel' if telephone else 'wb'}-{key}.pkl"
+    path = cache / f"{dataset.name}-{'tel' if telephone else 'wb'}{'-int8' if int8 else ''}-{key}.pkl"
     if path.exists():
         with path.open("rb") as handle:
             cached: dict[Path, FileResult] = pickle.load(handle)  # our own cache file
@@ -97,12 +99,13 @@ def embed_set(
             min_speech_s=settings.min_score_speech_s,
             telephone=telephone,
             lengths_s=(None, *LENGTHS_S),
+            int8=int8,
         )
         cached = embed_files(
             list(dataset.files),
             job,
             jobs=jobs,
-            desc=f"{dataset.name} {'telephone' if telephone else 'wideband'}",
+            desc=f"{dataset.name} {'telephone' if telephone else 'wideband'}{' int8' if int8 else ''}",
         )
         cache.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as handle:
@@ -143,7 +146,8 @@ def _row(set_name: str, system: System, parts: Sequence[tuple[CalibrationProfile
     return Row(set_name, system, summarize(llr[target], llr[~target]), rates, by_length)
 
 
-def _evaluate(profile: CalibrationProfile, embedded: EmbeddedSet, system: System) -> Row:
+def evaluate_set(profile: CalibrationProfile, embedded: EmbeddedSet, system: System) -> Row:
+    """The figures of one set scored with one profile."""
     return _row(embedded.name, system, [(profile, embedded)])
 
 
@@ -175,6 +179,26 @@ def _fit(sets: Sequence[EmbeddedSet], system: System, channel: Channel, name: st
     )
 
 
+def embed_sets(
+    speech: Path, settings: Settings, cache: Path, jobs: int, *, int8: bool = False
+) -> dict[Channel, list[EmbeddedSet]]:
+    """Every set of ``speech`` embedded on the channels it has: 16 kHz sets on both (the telephone one
+    simulated), 8 kHz sets on the telephone channel only."""
+    sets = [
+        read_dataset(folder)
+        for folder in sorted(p for p in speech.iterdir() if (p / "manifest.csv").exists())
+    ]
+    by_channel: dict[Channel, list[EmbeddedSet]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
+    for dataset in sets:
+        results = embed_set(dataset, False, settings, cache, jobs, int8=int8)
+        rates = [r.source_rate_hz for r in results if not r.error]
+        if min(rates) >= 16000:
+            by_channel[Channel.WIDEBAND].append(EmbeddedSet(dataset, Channel.WIDEBAND, results))
+            results = embed_set(dataset, True, settings, cache, jobs, int8=int8)
+        by_channel[Channel.TELEPHONE].append(EmbeddedSet(dataset, Channel.TELEPHONE, results))
+    return by_channel
+
+
 def run(
     speech: Path, settings: Settings, cache: Path, jobs: int
 ) -> tuple[
@@ -184,18 +208,7 @@ def run(
     dict[Channel, list[EmbeddedSet]],
     dict[Channel, list[Row]],
 ]:
-    sets = [
-        read_dataset(folder)
-        for folder in sorted(p for p in speech.iterdir() if (p / "manifest.csv").exists())
-    ]
-    by_channel: dict[Channel, list[EmbeddedSet]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
-    for dataset in sets:
-        results = embed_set(dataset, False, settings, cache, jobs)
-        rates = [r.source_rate_hz for r in results if not r.error]
-        if min(rates) >= 16000:
-            by_channel[Channel.WIDEBAND].append(EmbeddedSet(dataset, Channel.WIDEBAND, results))
-            results = embed_set(dataset, True, settings, cache, jobs)
-        by_channel[Channel.TELEPHONE].append(EmbeddedSet(dataset, Channel.TELEPHONE, results))
+    by_channel = embed_sets(speech, settings, cache, jobs)
     held_out: dict[Channel, list[Row]] = {}
     in_domain: dict[Channel, list[Row]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
     fitted_all: dict[Channel, list[Row]] = {}
@@ -207,9 +220,9 @@ def run(
             for target in embedded:
                 others = [s for s in embedded if s is not target]
                 profile = _fit(others, system, channel, f"held-out-{target.name}")
-                held_out[channel].append(_evaluate(profile, target, system))
+                held_out[channel].append(evaluate_set(profile, target, system))
             full = _fit(embedded, system, channel, channel.value)
-            fitted_all[channel].extend(_evaluate(full, target, system) for target in embedded)
+            fitted_all[channel].extend(evaluate_set(full, target, system) for target in embedded)
             for suffix, key in SHIPPED.items():
                 if key == system.key:
                     shipped[f"{channel.value}{suffix}"] = replace(full, name=f"{channel.value}{suffix}")
@@ -245,7 +258,7 @@ DECISIONS = [
 ]
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
@@ -260,16 +273,16 @@ def _table(rows: list[Row], with_lengths: bool) -> list[str]:
             r.set_name,
             r.system.label,
             f"{m.n_target} / {m.n_nontarget}",
-            _pct(m.eer),
+            pct(m.eer),
             f"{m.min_dcf:.3f}",
             f"{m.cllr:.3f}",
             f"{m.min_cllr:.3f}",
-            _pct(v.false_accept),
-            _pct(v.false_reject),
-            f"{_pct(v.not_sure_target)} / {_pct(v.not_sure_nontarget)}",
+            pct(v.false_accept),
+            pct(v.false_reject),
+            f"{pct(v.not_sure_target)} / {pct(v.not_sure_nontarget)}",
         ]
         if with_lengths:
-            cells += [_pct(r.by_length[x]) if x in r.by_length else "–" for x in LENGTHS_S]
+            cells += [pct(r.by_length[x]) if x in r.by_length else "–" for x in LENGTHS_S]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -320,8 +333,8 @@ def render(
         for embedded in by_channel[channel]:
             e, d = rows[(embedded.name, "ecapa-raw")], rows[(embedded.name, default)]
             out.append(
-                f"| {channel.value} | {embedded.name} | {_pct(e.metrics.eer)} | {_pct(d.metrics.eer)} | "
-                f"{e.metrics.cllr:.3f} | {d.metrics.cllr:.3f} | {_pct(d.rates.false_accept)} | {_pct(d.rates.false_reject)} |"
+                f"| {channel.value} | {embedded.name} | {pct(e.metrics.eer)} | {pct(d.metrics.eer)} | "
+                f"{e.metrics.cllr:.3f} | {d.metrics.cllr:.3f} | {pct(d.rates.false_accept)} | {pct(d.rates.false_reject)} |"
             )
     out += ["", *DECISIONS, ""]
     for channel in (Channel.WIDEBAND, Channel.TELEPHONE):

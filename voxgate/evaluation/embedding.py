@@ -33,6 +33,7 @@ class EmbedJob:
     lengths_s: tuple[float | None, ...] = (None,)  # net-speech crops; None = all the speech
     channel: int | None = None
     max_chunk_s: float = 60.0
+    int8: bool = False  # the statically quantised models
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ _worker: tuple[EmbedJob, Biometrics] | None = None
 def _init_worker(job: EmbedJob) -> None:
     global _worker
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _worker = (job, Biometrics(job.model_dir, job.model_ids, max_chunk_s=job.max_chunk_s))
+    _worker = (job, Biometrics(job.model_dir, job.model_ids, max_chunk_s=job.max_chunk_s, int8=job.int8))
 
 
 def _embed_one(path: Path) -> FileResult:
@@ -111,7 +112,7 @@ def embed_files(
 
 def _run(paths: list[Path], job: EmbedJob, jobs: int) -> Iterator[FileResult]:
     if jobs <= 1 or len(paths) < 4:
-        biometrics = Biometrics(job.model_dir, job.model_ids, max_chunk_s=job.max_chunk_s)
+        biometrics = Biometrics(job.model_dir, job.model_ids, max_chunk_s=job.max_chunk_s, int8=job.int8)
         for path in paths:
             yield embed_one(path, job, biometrics)
         return

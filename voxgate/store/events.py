@@ -177,6 +177,9 @@ def record_soon(
         writer.task = loop.create_task(writer.run(), name="event-writer")
 
 
+GATHER_S = 0.25  # how long queued events wait to share a transaction (and what a crash may lose)
+
+
 class _Writer:
     def __init__(self, sessions: Sessions, loop: asyncio.AbstractEventLoop) -> None:
         self.sessions = sessions
@@ -185,6 +188,7 @@ class _Writer:
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        await asyncio.sleep(GATHER_S)  # let a moment's polls gather: one transaction instead of dozens
         while self.rows:
             rows, self.rows = self.rows, []
             try:

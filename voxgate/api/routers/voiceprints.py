@@ -224,7 +224,12 @@ def engine_model_ids(settings: Settings) -> tuple[str, ...]:
 
 @lru_cache(maxsize=2)
 def _load_biometrics(
-    model_dir: Path, model_ids: tuple[str, ...], threads: int, max_chunk_s: float, vad_threshold: float
+    model_dir: Path,
+    model_ids: tuple[str, ...],
+    threads: int,
+    max_chunk_s: float,
+    vad_threshold: float,
+    int8: bool,
 ) -> Biometrics:
     """One engine per process and configuration: stateless (onnxruntime sessions), shared by all streams
     and requests, and by the apps a test process creates."""
@@ -234,6 +239,7 @@ def _load_biometrics(
         threads=threads,
         rules=SegmentationRules(threshold=vad_threshold),
         max_chunk_s=max_chunk_s,
+        int8=int8,
     )
 
 
@@ -244,6 +250,7 @@ def load_biometrics(settings: Settings) -> Biometrics:
         settings.onnx_threads,
         settings.max_embed_chunk_s,
         settings.vad_threshold,
+        settings.int8,
     )
 
 

@@ -38,12 +38,14 @@ from voxgate.biometrics.models.base import (
     FloatArray,
     ModelCard,
     OnnxEmbeddingModel,
+    cosine,
     read_card_file,
     sha256_bytes,
     sha256_file,
 )
 from voxgate.biometrics.models.campplus import CAMPPLUS_FEATURES, CampplusModel
 from voxgate.biometrics.models.ecapa import ECAPA_FEATURES, EcapaModel
+from voxgate.biometrics.prepare.quantise import add_int8, int8_is_current, write_int8
 from voxgate.errors import ModelError, ModelNotPrepared
 
 if TYPE_CHECKING:
@@ -204,23 +206,48 @@ def prepare_models(
         check_model_id(model_id)
     model_dir.mkdir(parents=True, exist_ok=True)
     clips: list[tuple[Path, FloatArray]] | None = None
+
+    def speech() -> list[tuple[Path, FloatArray]]:
+        nonlocal clips
+        if clips is None:
+            paths = check_audio if check_audio else default_check_audio()
+            clips = [(Path(p), load_check_clip(Path(p))) for p in paths]
+        return clips
+
     cards: list[ModelCard] = []
     for model_id in model_ids:
         source = SOURCES[model_id]
         checkpoint = verified_checkpoint(source)
-        current = _current_card(model_dir / model_id, source)
+        folder = model_dir / model_id
+        current = _current_card(folder, source)
         if current is not None and not force:
-            log(
-                f"{model_id}: up to date in {model_dir / model_id} (export cosine {current.export_cosine:.6f})"
-            )
+            if not int8_is_current(folder, current):
+                current = _add_int8(folder, current, source, model_dir, speech, log)
+            int8 = "and its int8 copy" if current.int8_sha256 else "(no int8 copy)"
+            log(f"{model_id}: up to date in {folder} {int8} (export cosine {current.export_cosine:.6f})")
             cards.append(current)
             continue
-        if clips is None:
-            paths = check_audio if check_audio else default_check_audio()
-            clips = [(Path(p), load_check_clip(Path(p))) for p in paths]
-        log(f"{model_id}: exporting {source.pin} to ONNX and checking it on {len(clips)} speech files")
-        cards.append(_export_one(model_dir, source, checkpoint, clips, log))
+        log(f"{model_id}: exporting {source.pin} to ONNX and checking it on {len(speech())} speech files")
+        cards.append(_export_one(model_dir, source, checkpoint, speech(), log))
     return cards
+
+
+def _add_int8(
+    folder: Path,
+    card: ModelCard,
+    source: _Source,
+    model_dir: Path,
+    speech: Callable[[], list[tuple[Path, FloatArray]]],
+    log: Callable[[str], None],
+) -> ModelCard:
+    """An up-to-date fp32 model without its int8 copy gets one, when there is real speech to calibrate on."""
+    try:
+        clips = speech()
+    except ModelError as exc:
+        log(f"{source.model_id}: int8 copy unavailable (VOXGATE_INT8 cannot be used): {exc}")
+        return card
+    log(f"{source.model_id}: quantising to int8, calibrated on {len(clips)} speech files")
+    return add_int8(folder, card, source.backend, model_dir, [clip for _, clip in clips], log)
 
 
 def _current_card(folder: Path, source: _Source) -> ModelCard | None:
@@ -280,15 +307,18 @@ def _export_one(
             check_files=len(clips),
         )
         served = source.backend(card, onnx_model, threads=1)
-        cosine = _check(source.model_id, network, torch_features, served, clips, log)
-        card = dataclasses.replace(card, export_cosine=cosine)
+        export_cosine = _check(source.model_id, network, torch_features, served, clips, log)
+        card = dataclasses.replace(card, export_cosine=export_cosine)
+        card = write_int8(staging, card, source.backend, model_dir, [clip for _, clip in clips], log)
         card.write(staging / MODEL_CARD)
         staging.chmod(0o755)  # mkdtemp makes it 0700; the server may run as another user
         _move_into_place(staging, model_dir / source.model_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log(f"{source.model_id}: wrote {model_dir / source.model_id} (min cosine ONNX vs torch {cosine:.6f})")
+    log(
+        f"{source.model_id}: wrote {model_dir / source.model_id} (min cosine ONNX vs torch {export_cosine:.6f})"
+    )
     return card
 
 
@@ -329,13 +359,6 @@ def _export_onnx(network: torch.nn.Module, path: Path, log: Callable[[str], None
     log(f"exported {path.name} ({path.stat().st_size / 1e6:.1f} MB, opset {ONNX_OPSET})")
 
 
-def _cosine(a: FloatArray, b: FloatArray) -> float:
-    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
-    if not np.isfinite(denominator) or denominator == 0.0:
-        return float("nan")
-    return float(np.dot(a.astype(np.float64), b.astype(np.float64)) / denominator)
-
-
 def _check(
     model_id: str,
     network: torch.nn.Module,
@@ -364,18 +387,18 @@ def _check(
             reference = network(features)[0].numpy()
             embedding = served.embed(waveform)
             served_embeddings.append(embedding)
-            cosine = _cosine(reference, embedding)
-            cosines.append(cosine)
-            if not cosine >= MIN_EXPORT_COSINE:  # also catches NaN
-                failures.append(f"{name}: cosine {cosine:.6f}")
+            agreement = cosine(reference, embedding)
+            cosines.append(agreement)
+            if not agreement >= MIN_EXPORT_COSINE:  # also catches NaN
+                failures.append(f"{name}: cosine {agreement:.6f}")
     # a batch mixing equal and distinct lengths must give the same rows as embedding each alone
     crop, crop_embedding = cases[-1][1], served_embeddings[-1]
     batch = [first_clip, crop, crop.copy(), clips[-1][1]]
     alone = [served_embeddings[0], crop_embedding, crop_embedding, served_embeddings[len(clips) - 1]]
     for row, (batched, single) in enumerate(zip(served.embed_batch(batch), alone, strict=True)):
-        cosine = _cosine(batched, single)
-        if not cosine >= MIN_BATCH_COSINE:
-            failures.append(f"batch row {row}: cosine {cosine:.7f} against the same audio alone")
+        agreement = cosine(batched, single)
+        if not agreement >= MIN_BATCH_COSINE:
+            failures.append(f"batch row {row}: cosine {agreement:.7f} against the same audio alone")
     minimum = min(cosines)
     log(f"{model_id}: cosine ONNX vs torch min {minimum:.6f} over {len(cosines)} cases")
     if failures:
