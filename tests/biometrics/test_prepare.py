@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from voxgate.biometrics.features import campplus_fbank
-from voxgate.biometrics.models import MODEL_CARD, MODEL_FILE, ModelCard, load_model
+from voxgate.biometrics.models import INT8_FILE, MODEL_CARD, MODEL_FILE, ModelCard, load_model
 from voxgate.biometrics.models.base import sha256_file
 from voxgate.biometrics.prepare import export
 from voxgate.biometrics.prepare.export import default_check_audio, prepare_models
@@ -51,7 +51,11 @@ def test_real_export_passes_the_check(exported_campplus: tuple[Path, ModelCard])
     assert card.export_cosine >= 0.9999
     assert card.check_files == len(CHECK_AUDIO)
     assert card.source_sha256 == export.CAMPPLUS_CHECKPOINT_SHA256
-    assert sorted(p.name for p in (model_dir / "campplus").iterdir()) == [MODEL_CARD, MODEL_FILE]
+    files = sorted(p.name for p in (model_dir / "campplus").iterdir())
+    assert files == sorted(
+        [MODEL_CARD, MODEL_FILE, INT8_FILE]
+    )  # the int8 copy, calibrated on the check audio
+    assert card.int8_sha256 == sha256_file(model_dir / "campplus" / INT8_FILE)
     assert _hidden_entries(model_dir) == []  # no staging folder left behind
     assert (model_dir / "campplus").stat().st_mode & 0o755 == 0o755  # readable by a server user
     assert load_model("campplus", model_dir).card == card
