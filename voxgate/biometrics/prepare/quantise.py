@@ -90,10 +90,9 @@ def quantise_static(source: Path, target: Path, input_name: str, features: list[
 
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=target.parent) as scratch:
         optimised = Path(scratch) / "pre.onnx"
-        try:
-            quant_pre_process(str(source), str(optimised), skip_symbolic_shape=False)
-        except Exception:  # CAM++'s pooling defeats symbolic shape inference; the rest still helps
-            quant_pre_process(str(source), str(optimised), skip_symbolic_shape=True)
+        # auto_merge: without it CAM++'s pooling defeats symbolic shape inference, which then drops
+        # a copy of the model into the working directory
+        quant_pre_process(str(source), str(optimised), skip_symbolic_shape=False, auto_merge=True)
         quantize_static(
             str(optimised),
             str(target),
