@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     int8: bool = Field(
         default=False,
         description="Serve the statically quantised int8 copies of the speaker models (`voxgate models "
-        "prepare` writes them): ECAPA about 3-4x, CAM++ about 2x faster; accuracy in docs/accuracy.md.",
+        "prepare` writes them): ECAPA about 3.7x, CAM++ about 1.7x faster; accuracy in docs/accuracy.md.",
     )
 
     # live streams
