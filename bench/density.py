@@ -244,7 +244,7 @@ async def run_call(call: CallRecord, port: int, token: str, t0: float, stop_at: 
     sid = "MZ" + uuid_module.uuid4().hex  # 34 characters, as Twilio's
     url = f"ws://127.0.0.1:{port}/ws?token={token}"
     n_frames = len(call.audio) // FRAME
-    async with websockets.connect(url, max_queue=None, ping_interval=None) as ws:
+    async with websockets.connect(url, max_queue=None, ping_interval=None, compression=None) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         start = {
             "event": "start",

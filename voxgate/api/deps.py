@@ -12,7 +12,8 @@ from voxgate.api.state import Services
 from voxgate.store import accounts
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async, as every dependency here: a plain ``def`` would cost each request a trip through the thread pool."""
     services: Services = request.app.state.services
     return services
 
@@ -54,7 +55,7 @@ async def require_token(
     return username
 
 
-def require_unlocked(services: ServicesDep) -> None:
+async def require_unlocked(services: ServicesDep) -> None:
     if services.locked:
         raise MaintenanceMode("voxgate is in maintenance mode: unlock it with GET /api/v2/maintenance/unlock")
 
