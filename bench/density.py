@@ -486,7 +486,7 @@ def offline_agreement(
 
     os.environ.update(env)
     settings = Settings()
-    biometrics = Biometrics(settings.model_dir, engine_model_ids(settings))
+    biometrics = Biometrics(settings.model_dir, engine_model_ids(settings), int8=settings.int8)
     profile = resolve_profile(settings.profile, 8000)
     enrolled = {}
     for speaker in speakers:
