@@ -190,3 +190,6 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert "ecapa" in out and "campplus" in out and "192" in out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    for model_id in ("ecapa", "campplus"):  # prepared with their int8 copies (VOXGATE_INT8)
+        assert "cosine 0.9" in rows[model_id], rows[model_id]

@@ -468,7 +468,7 @@ def _list_models(args: argparse.Namespace, settings: Settings) -> int:
     clip = (0.1 * rng.standard_normal(10 * 16000)).astype(
         np.float32
     )  # 10 s; speed does not depend on content
-    print(f"{'id':<10} {'version':<26} {'sha256':<18} {'dim':>4} {'rate_hz':>7} {'rtf':>7}")
+    print(f"{'id':<10} {'version':<26} {'sha256':<18} {'dim':>4} {'rate_hz':>7} {'rtf':>7}  int8")
     for model_id in MODEL_IDS:
         try:
             model = load_model(model_id, settings.model_dir, threads=1)
@@ -477,8 +477,10 @@ def _list_models(args: argparse.Namespace, settings: Settings) -> int:
             continue
         card = model.card
         rtf = "-" if args.no_rtf else f"{measure_rtf(model, clip):.4f}"
+        # the copy VOXGATE_INT8 serves, and how closely it agreed with fp32 when prepare wrote it
+        int8 = f"cosine {card.int8_cosine:.3f}" if card.int8_sha256 else "none (run `voxgate models prepare`)"
         print(
             f"{card.model_id:<10} {card.version:<26} {card.source_sha256[:16]}.. {card.dimension:>4} "
-            f"{card.sample_rate_hz:>7} {rtf:>7}"
+            f"{card.sample_rate_hz:>7} {rtf:>7}  {int8}"
         )
     return 0
