@@ -1,4 +1,4 @@
-from voxgate.evaluation.sections import keep_foreign, replace_section, sections
+from voxgate.evaluation.sections import keep_foreign, replace_section, sections, table_row
 
 LIVE = "## Live streams"
 
@@ -19,3 +19,7 @@ def test_rewriting_the_document_keeps_another_tools_section() -> None:
     assert sections(merged) == {"## Sets": "## Sets\n\nnew sets\n", LIVE: f"{LIVE}\n\nlive table\n"}
     assert "old sets" not in merged
     assert keep_foreign("", new) == new
+
+
+def test_table_row() -> None:
+    assert table_row(["a", "1.00", "–"]) == "| a | 1.00 | – |"

@@ -33,7 +33,7 @@ from voxgate.evaluation.datasets import Dataset, read_dataset
 from voxgate.evaluation.embedding import EmbedJob, FileResult, embed_files
 from voxgate.evaluation.fitting import EmbeddedSet, fit_profile, normalised_trials
 from voxgate.evaluation.report import VerdictRates
-from voxgate.evaluation.sections import keep_foreign
+from voxgate.evaluation.sections import keep_foreign, table_row
 from voxgate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def _table(rows: list[Row], with_lengths: bool) -> list[str]:
         ]
         if with_lengths:
             cells += [pct(r.by_length[x]) if x in r.by_length else "–" for x in LENGTHS_S]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(cells))
     return lines
 
 

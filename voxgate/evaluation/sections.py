@@ -6,6 +6,13 @@ so running them in either order keeps both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+
+def table_row(cells: Sequence[str]) -> str:
+    """One row of a Markdown table."""
+    return "| " + " | ".join(cells) + " |"
+
 
 def _headings(lines: list[str]) -> list[int]:
     return [i for i, line in enumerate(lines) if line.startswith("## ")]

@@ -51,11 +51,12 @@ from voxgate.biometrics.profile import CalibrationProfile, Channel, shipped_prof
 from voxgate.biometrics.voiceprint import Voiceprint
 from voxgate.errors import InsufficientSpeech, VoxgateError
 from voxgate.evaluation import accuracy
+from voxgate.evaluation.accuracy import pct
 from voxgate.evaluation.datasets import Dataset, read_dataset
 from voxgate.evaluation.embedding import EmbedJob, FileResult, embed_one
 from voxgate.evaluation.fitting import EmbeddedSet, fit_profile
 from voxgate.evaluation.report import VerdictRates
-from voxgate.evaluation.sections import replace_section
+from voxgate.evaluation.sections import replace_section, table_row
 from voxgate.settings import Settings
 from voxgate.streams import session as session_module
 from voxgate.streams.session import StreamSession, StreamType
@@ -605,10 +606,6 @@ def _llrs(profile: CalibrationProfile, embedded: EmbeddedSet) -> FloatArray:
 # -- the report ----------------------------------------------------------------------------------------
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}"
-
-
 def _set_label(c: Comparison) -> str:
     return f"{c.set_name} (simulated)" if c.simulated else c.set_name
 
@@ -658,24 +655,22 @@ def render(
     for c in comparisons:
         t, n = c.difference(True), c.difference(False)
         out.append(
-            "| "
-            + " | ".join(
+            table_row(
                 [
                     c.channel.value,
                     _set_label(c),
                     c.kind,
                     f"{c.both} / {c.offline_ok} (of {c.units})",
                     f"{c.offline.metrics.n_target} / {c.offline.metrics.n_nontarget}",
-                    f"{_pct(c.offline.metrics.eer)} / {_pct(c.stream.metrics.eer)}",
+                    f"{pct(c.offline.metrics.eer)} / {pct(c.stream.metrics.eer)}",
                     f"{c.offline.metrics.cllr:.3f} / {c.stream.metrics.cllr:.3f}",
                     f"{c.pearson:.3f}",
                     f"{np.abs(t).mean():.2f} / {np.abs(t).max():.2f}",
                     f"{np.abs(n).mean():.2f} / {np.abs(n).max():.2f}",
                     f"{n.mean():+.2f} / {n.max():+.2f}",
-                    f"{_pct(c.offline.rates.false_accept)} / {_pct(c.stream.rates.false_accept)}",
+                    f"{pct(c.offline.rates.false_accept)} / {pct(c.stream.rates.false_accept)}",
                 ]
             )
-            + " |"
         )
     out += [
         "",
@@ -690,8 +685,7 @@ def render(
     for c in comparisons:
         cos = {m: f"{v.mean():.3f} / {v.min():.3f}" for m, v in c.self_cosine.items()}
         out.append(
-            "| "
-            + " | ".join(
+            table_row(
                 [
                     c.channel.value,
                     _set_label(c),
@@ -701,13 +695,12 @@ def render(
                     f"{c.offline_speech_s:.1f} / {c.stream_speech_s:.1f}",
                     f"{c.pearson_of(True):.3f} / {c.pearson_of(False):.3f}",
                     f"{c.difference(True).mean():+.2f}",
-                    f"{_pct(c.offline.rates.false_reject)} / {_pct(c.stream.rates.false_reject)}",
-                    _pct(c.mixed.metrics.eer),
-                    _pct(c.mixed.rates.false_accept),
-                    _pct(c.mixed.rates.false_reject),
+                    f"{pct(c.offline.rates.false_reject)} / {pct(c.stream.rates.false_reject)}",
+                    pct(c.mixed.metrics.eer),
+                    pct(c.mixed.rates.false_accept),
+                    pct(c.mixed.rates.false_reject),
                 ]
             )
-            + " |"
         )
     out += [
         "",
@@ -723,7 +716,7 @@ def render(
         for bucket in CHUNK_BUCKETS:
             live, mixed = c.difference(False, chunks=bucket), c.difference(False, mixed=True, chunks=bucket)
             cells.append(f"{live.mean():+.2f} ({mixed.mean():+.2f})" if live.size >= 20 else "–")
-        out.append(f"| {c.channel.value} | {_set_label(c)} | {c.kind} | " + " | ".join(cells) + " |")
+        out.append(table_row([c.channel.value, _set_label(c), c.kind, *cells]))
     if refits:
         out += [
             "",
@@ -770,7 +763,7 @@ def _bucket(bucket: tuple[int, int]) -> str:
 
 
 def _figures(s: Scored) -> str:
-    return f"{_pct(s.metrics.eer)} / {s.metrics.cllr:.3f} / {_pct(s.rates.false_accept)} / {_pct(s.rates.false_reject)}"
+    return f"{pct(s.metrics.eer)} / {s.metrics.cllr:.3f} / {pct(s.rates.false_accept)} / {pct(s.rates.false_reject)}"
 
 
 RUNTIME = "25-45 minutes on 2 shared cores without the cache"
