@@ -543,18 +543,21 @@ def find_largest(first: int, max_probes: int, run: Callable[[int], ProbeResult])
         yield result
         if result.ok:
             passed = max(passed, n)
-            ceiling = int(0.9 * 1000.0 / result.cpu_ms_per_stream_s)
-            guess = max(ceiling, n + max(1, n // 4))
+            upward = max(int(0.9 * 1000.0 / result.cpu_ms_per_stream_s), n + max(1, n // 4))
         else:
-            failed = n if not failed else min(failed, n)
-            guess = (passed + failed) // 2 if passed else max(1, n * 2 // 3)
-        if failed:
-            guess = min(guess, (passed + failed) // 2 if passed else guess)
-            if failed - passed <= max(1, int(0.05 * failed)):
-                return
-        if guess in (passed, failed) or guess <= 0:
+            failed = min(failed, n) if failed else n
+        if failed and failed - passed <= max(1, int(0.05 * failed)):
             return
-        n = guess
+        middle = (passed + failed) // 2
+        if not failed:
+            n_next = upward
+        elif not passed:
+            n_next = max(1, n * 2 // 3)
+        else:
+            n_next = min(upward, middle) if result.ok else middle
+        if n_next in (passed, failed):
+            return
+        n = n_next
 
 
 def measure(
@@ -680,13 +683,14 @@ def main() -> None:
     config = f"{'fastest' if args.fastest else 'default'} ({models}, speech cap {args.max_speech:g} s{named})"
     print(f"loading speech from {SPEECH.name} ...", flush=True)
     speakers = load_speakers()
-    results: list[ProbeResult] = []
+
+    def run(n: int) -> ProbeResult:
+        return measure(n, args, env, speakers, config)
+
     if args.find:
-        results = list(
-            find_largest(args.streams[0], args.max_probes, lambda n: measure(n, args, env, speakers, config))
-        )
+        results = list(find_largest(args.streams[0], args.max_probes, run))
     else:
-        results = [measure(n, args, env, speakers, config) for n in args.streams]
+        results = [run(n) for n in args.streams]
     sustained = [r.streams for r in results if r.ok]
     print(
         f"[{config}] largest N sustained: {max(sustained) if sustained else 'none of ' + str([r.streams for r in results])}"
