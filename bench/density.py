@@ -478,10 +478,10 @@ def offline_agreement(
 ) -> tuple[float, int, float, float]:
     """Verdict of each finished call's last poll vs the offline verdict of the same audio; also the naive
     baseline's CPU per stream-second (re-embedding the whole buffer on every poll, measured here)."""
-    from voxgate.api.routers.voiceprints import engine_model_ids
     from voxgate.audio.types import Audio
     from voxgate.biometrics.engine import Biometrics
     from voxgate.biometrics.profile import resolve_profile
+    from voxgate.service.models import engine_model_ids
     from voxgate.settings import Settings
 
     os.environ.update(env)

@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     def audio_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--channel", type=int, help="use this channel (0-based) of a multi-channel recording")
         p.add_argument("--min-speech", type=float, metavar="S", help="minimum net speech, seconds")
-        p.add_argument("--profile", help="calibration profile: auto, a shipped name, or a JSON file")
 
-    enroll = sub.add_parser("enroll", help="store a customer's voiceprint made from recordings")
+    enroll = sub.add_parser(
+        "enroll",
+        help="store a customer's voiceprint made from recordings (as POST /api/v2/import: the server's "
+        "models, VOXGATE_MODELS)",
+    )
     enroll.add_argument("--id", required=True, dest="external_id", help="the customer's external_id")
     enroll.add_argument("files", nargs="+", type=Path, help="recordings (one speaker each)")
     enroll.add_argument("--replace", action="store_true", help="replace an existing voiceprint")
@@ -57,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--id", required=True, dest="external_id", help="the customer's external_id")
     verify.add_argument("file", type=Path, help="the recording to verify")
     audio_options(verify)
+    verify.add_argument("--profile", help="calibration profile: auto, a shipped name, or a JSON file")
 
     def trial_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--trials", required=True, type=Path, help="CSV with columns enroll,test[,target]")
@@ -253,30 +257,39 @@ def _voiceprint_of(
 
 
 def _enroll(args: argparse.Namespace, settings: Settings) -> int:
-    from voxgate.biometrics.voiceprint import combine
-    from voxgate.store import voiceprints
-    from voxgate.store.db import Store
+    """The same enrollment as ``POST /api/v2/import`` (one copy in the service layer): the same models,
+    the same voiceprint, the same ``import`` event."""
+    from voxgate.service.enrollment import Recording, enroll_recordings
+    from voxgate.service.runtime import Runtime
 
-    minimum = settings.min_enroll_speech_s if args.min_speech is None else args.min_speech
-    prints = []
-    for path in args.files:
-        _, analysis, voiceprint = _voiceprint_of(path, args, settings, minimum, "enrollment")
-        print(f"{path}: {analysis.speech_s:.2f} s net speech of {analysis.duration_s:.2f} s")
-        prints.append(voiceprint)
-    combined = combine(prints)
-    source = {"kind": "recordings", "files": [p.name for p in args.files]}
+    async def recordings() -> AsyncIterator[Recording]:
+        limit = settings.max_audio_bytes
+        for path in args.files:
+            with path.open("rb") as stream:
+                data = stream.read(limit + 1)  # bounded: the file may grow, or be a device
+            yield Recording(path.name, data)
 
-    async def store_it() -> None:
-        store = await Store(settings.resolved_database_url).open()
+    async def enroll() -> None:
+        runtime = Runtime(settings)
+        await runtime.start(live=False)
         try:
-            await voiceprints.add(store.sessions, args.external_id, combined, source, replace=args.replace)
+            done = await enroll_recordings(
+                runtime,
+                args.external_id,
+                recordings(),
+                channel=args.channel,
+                overwrite=args.replace,
+                min_speech_s=args.min_speech,
+            )
         finally:
-            await store.close()
+            await runtime.stop()
+        for path, heard in zip(args.files, done.recordings, strict=True):
+            print(f"{path}: {heard.speech_s:.2f} s net speech of {heard.duration_s:.2f} s")
+        print(
+            f"enrolled {args.external_id}: {done.voiceprint.speech_s:.2f} s net speech, models {done.model}"
+        )
 
-    asyncio.run(store_it())
-    print(
-        f"enrolled {args.external_id}: {combined.speech_s:.2f} s net speech, models {', '.join(combined.model_ids)}"
-    )
+    asyncio.run(enroll())
     return 0
 
 

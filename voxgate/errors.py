@@ -19,7 +19,14 @@ codes in the CLI. Every exception carries a message that names the problem for t
     │   └── ModelMismatch           voiceprints of different models (or versions) compared
     ├── ModelError
     │   └── ModelNotPrepared        the model folder is missing or fails its contract
-    └── ProfileError                a calibration profile that is malformed or does not fit
+    ├── ProfileError                a calibration profile that is malformed or does not fit
+    └── ServiceError                the running service cannot take the request now
+        ├── NotRunning              a part of the runtime is starting or stopping
+        ├── MaintenanceMode         maintenance mode is on
+        └── NotInMaintenance        a restore waits for maintenance mode
+
+Other modules add their own subclasses next to the code that raises them (streams, store, telephony,
+evaluation); ``voxgate.api.errors.STATUS`` maps every one of them, and a test walks that table.
 """
 
 from __future__ import annotations
@@ -105,3 +112,19 @@ class ModelNotPrepared(ModelError):
 
 class ProfileError(VoxgateError):
     """A calibration profile that is malformed or does not fit the models in use."""
+
+
+class ServiceError(VoxgateError):
+    """The running service cannot take this request now (not an error of the request itself)."""
+
+
+class NotRunning(ServiceError):
+    """A part of the runtime is not running: the server is starting or stopping."""
+
+
+class MaintenanceMode(ServiceError):
+    """Maintenance mode is on: new streams, enroll, verify and import are refused."""
+
+
+class NotInMaintenance(ServiceError):
+    """The operation replaces the store (a restore), so it waits for maintenance mode."""

@@ -16,10 +16,9 @@ from pydantic import SecretStr
 
 from voxgate import accounts_cli
 from voxgate.api.app import create_app
-from voxgate.api.routers import auth as auth_router
-from voxgate.api.state import Services
-from voxgate.api.throttle import LoginThrottle, Policy
 from voxgate.errors import VoxgateError
+from voxgate.service.runtime import Runtime
+from voxgate.service.throttle import LoginThrottle, Policy
 from voxgate.settings import Settings
 from voxgate.store import accounts, events
 from voxgate.store.db import Store
@@ -36,9 +35,9 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
-def services_of(app: FastAPI) -> Services:
-    services: Services = app.state.services
-    return services
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 def client_from(app: FastAPI, host: str, base_url: str = "http://voxgate") -> httpx.AsyncClient:
@@ -64,7 +63,7 @@ def token(key: str) -> dict[str, str]:
 
 
 async def logged(app: FastAPI, kind: str) -> list[events.Event]:
-    page = await events.find(services_of(app).store.sessions, events.EventFilter(types=(kind,)))
+    page = await events.find(runtime_of(app).store.sessions, events.EventFilter(types=(kind,)))
     return page.events
 
 
@@ -137,7 +136,7 @@ async def test_no_or_bad_token_is_401(client: httpx.AsyncClient, headers: dict[s
 
 @pytest.mark.asyncio
 async def test_expired_token_is_401(app: FastAPI, client: httpx.AsyncClient) -> None:
-    expired = await accounts.issue_token(services_of(app).store.sessions, "admin", timedelta(seconds=-1))
+    expired = await accounts.issue_token(runtime_of(app).store.sessions, "admin", timedelta(seconds=-1))
     response = await client.get(PROTECTED, headers=token(expired))
     assert response.status_code == 401 and response.json() == {"detail": "invalid or expired token"}
 
@@ -232,7 +231,7 @@ async def test_repeated_failures_from_one_address_get_429_with_retry_after(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     clock = FakeClock()
-    services_of(app).extras[auth_router.THROTTLE] = LoginThrottle(clock=clock)
+    runtime_of(app).throttle = LoginThrottle(clock=clock)
     for _ in range(5):
         assert (await client.post("/rest-auth/login/", json=BAD)).status_code == 400
     refused = await client.post("/rest-auth/login/", json=GOOD)  # even the right password waits
@@ -250,7 +249,7 @@ async def test_repeated_failures_from_one_address_get_429_with_retry_after(
 @pytest.mark.asyncio
 async def test_repeated_failures_for_one_username_from_many_addresses(app: FastAPI) -> None:
     clock = FakeClock()
-    services_of(app).extras[auth_router.THROTTLE] = LoginThrottle(
+    runtime_of(app).throttle = LoginThrottle(
         per_username=Policy(free_failures=3, base_delay_s=1.0, max_delay_s=60.0), clock=clock
     )
     for n in range(3):
@@ -267,7 +266,7 @@ async def test_repeated_failures_for_one_username_from_many_addresses(app: FastA
 
 @pytest.mark.asyncio
 async def test_a_parallel_burst_of_guesses_is_throttled_too(app: FastAPI, client: httpx.AsyncClient) -> None:
-    services_of(app).extras[auth_router.THROTTLE] = LoginThrottle(clock=FakeClock())
+    runtime_of(app).throttle = LoginThrottle(clock=FakeClock())
     responses = await asyncio.gather(*(client.post("/rest-auth/login/", json=BAD) for _ in range(12)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [400] * 5 + [429] * 7, "no more than the free failures are checked at once"
@@ -321,7 +320,7 @@ def test_throttle_memory_is_bounded() -> None:
 async def test_reset_password_from_loopback(
     app: FastAPI, local: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
-    services_of(app).extras[auth_router.THROTTLE] = throttle = LoginThrottle()
+    runtime_of(app).throttle = throttle = LoginThrottle()
     throttle.failure("10.0.0.1", "admin")
     response = await local.get("/api/v2/maintenance/reset_password")
     assert response.status_code == 200

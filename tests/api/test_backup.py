@@ -35,7 +35,7 @@ def _voiceprint(model_dir: Path, seed: int) -> Voiceprint:
 
 async def _state(app: FastAPI) -> dict[str, Any]:
     """Everything a restore may touch: voiceprints (exact bytes), profiles, settings, subscriptions."""
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     payload = (await create_backup(sessions))["payload"]
     return {"voiceprints": await list_entries(sessions), "tables": payload["tables"]}
 
@@ -61,7 +61,7 @@ async def _restore(client: httpx.AsyncClient, auth: dict[str, str], content: byt
 async def test_backup_change_restore_round_trip(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str], model_dir: Path
 ) -> None:
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     await voiceprints.add(sessions, "a", _voiceprint(model_dir, 1), {"kind": "stream", "stream_uuid": "s-1"})
     await voiceprints.add(sessions, "b", _voiceprint(model_dir, 2), {"kind": "recordings"})
     site = await _upload_profile(client, auth, "site-a")
@@ -108,7 +108,7 @@ async def test_backup_change_restore_round_trip(
         "a restore keeps maintenance mode on"
     )
     assert after["tables"]["profiles"] == before["tables"]["profiles"]
-    assert app.state.services.locked
+    assert app.state.runtime.locked
     current = (await client.get("/api/v2/maintenance/asp/active", headers=auth)).json()
     assert current["active"]["uuid"] == site
     # and the account still works: the same token keeps answering
@@ -123,7 +123,7 @@ def _regzip(document: dict[str, Any]) -> bytes:
 async def test_bad_backups_are_refused_and_change_nothing(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str], model_dir: Path
 ) -> None:
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     await voiceprints.add(sessions, "a", _voiceprint(model_dir, 1), {})
     good = (await client.get("/api/v2/maintenance/backup", headers=auth)).content
     await voiceprints.add(

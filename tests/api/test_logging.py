@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from voxgate.api.app import create_app
-from voxgate.api.routers import logging as logging_router
-from voxgate.api.state import Services
+from voxgate.service import housekeeping
+from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings
 from voxgate.store import accounts, events
 from voxgate.store.tables import EventRow
@@ -31,14 +31,14 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
-def services_of(app: FastAPI) -> Services:
-    services: Services = app.state.services
-    return services
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 async def _log(app: FastAPI) -> None:
     """Twelve events a minute apart from T0, recorded through the store as the other routers do."""
-    s = services_of(app).store.sessions
+    s = runtime_of(app).store.sessions
     plan: list[tuple[str, str, str | None, str | None, dict[str, Any]]] = [
         (events.STREAM_START, "ok", "s1", None, {}),
         (events.ENROLL, "created", "s1", "c1", {"speech_length": 21.5}),
@@ -200,7 +200,7 @@ async def test_bad_queries(
 
 @pytest.mark.asyncio
 async def test_aggregate_per_day(app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
-    s = services_of(app).store.sessions
+    s = runtime_of(app).store.sessions
     day1 = datetime(2025, 3, 1, tzinfo=UTC)
     day2 = day1 + timedelta(days=1)
     await events.record(s, events.ENROLL, events.CREATED, at=day1 + timedelta(hours=1))
@@ -253,7 +253,7 @@ async def test_aggregate_per_day(app: FastAPI, client: httpx.AsyncClient, auth: 
 async def test_aggregate_defaults_to_this_month(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
-    s = services_of(app).store.sessions
+    s = runtime_of(app).store.sessions
     now = datetime.now(UTC)
     await events.record(s, events.VERIFY, "verified", at=now - timedelta(seconds=5))
     await events.record(
@@ -318,20 +318,20 @@ async def test_openapi_documents_what_is_counted_and_csv(client: httpx.AsyncClie
 async def test_purge_old_events_and_expired_tokens(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
-    services = services_of(app)
-    s = services.store.sessions
+    runtime = runtime_of(app)
+    s = runtime.store.sessions
     now = datetime.now(UTC)
     await events.record(s, events.VERIFY, "verified", at=now - timedelta(days=91))
     await events.record(s, events.VERIFY, "verified", at=now - timedelta(days=89))
     expired = await accounts.issue_token(s, "admin", timedelta(seconds=-1))
 
-    assert await logging_router.purge_once(services) == (1, 1)
+    assert await housekeeping.purge_once(runtime.store.sessions, runtime.settings.event_retention_days) == (1, 1)
 
     kept = (await events.find(s, events.EventFilter(types=(events.VERIFY,)))).events
     assert [round((now - e.time) / timedelta(days=1)) for e in kept] == [89]
     assert await accounts.user_for_token(s, expired) is None
     assert (await client.get("/api/v2/logging", headers=auth)).status_code == 200, "valid tokens stay"
-    assert await logging_router.purge_once(services) == (0, 0)
+    assert await housekeeping.purge_once(runtime.store.sessions, runtime.settings.event_retention_days) == (0, 0)
 
 
 def test_the_purge_task_runs_at_start_and_stops_with_the_server(tmp_path: Path) -> None:
@@ -349,11 +349,11 @@ def test_the_purge_task_runs_at_start_and_stops_with_the_server(tmp_path: Path) 
 
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            task = services_of(app).extras[logging_router.PURGE_TASK]
+            task = runtime_of(app).purge_task
             assert isinstance(task, asyncio.Task) and not task.done()
             for _ in range(100):  # the first purge runs right away, in the background
                 page = await events.find(
-                    services_of(app).store.sessions, events.EventFilter(types=(events.LOGIN,))
+                    runtime_of(app).store.sessions, events.EventFilter(types=(events.LOGIN,))
                 )
                 if page.total == 0:
                     break

@@ -25,7 +25,7 @@ def _probe(app: FastAPI) -> None:
 
 
 async def _actions(app: FastAPI) -> list[str]:
-    async with app.state.services.store.sessions() as session:
+    async with app.state.runtime.store.sessions() as session:
         rows = await session.scalars(
             select(EventRow).where(EventRow.type == "maintenance").order_by(EventRow.id)
         )
@@ -37,7 +37,7 @@ async def test_lock_refuses_with_423_until_unlock(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
     _probe(app)
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     assert (await client.get("/test/unlocked-only")).status_code == 200
 
     locked = await client.get("/api/v2/lock", headers=auth)
@@ -69,11 +69,11 @@ async def test_maintenance_mode_survives_a_restart(
     assert (await client.get("/api/v2/lock", headers=auth)).status_code == 200
     second = create_app(settings)  # another process on the same store
     async with second.router.lifespan_context(second):
-        assert second.state.services.locked is True
+        assert second.state.runtime.locked is True
     assert (await client.get("/api/v2/maintenance/unlock", headers=auth)).status_code == 200
     third = create_app(settings)
     async with third.router.lifespan_context(third):
-        assert third.state.services.locked is False
+        assert third.state.runtime.locked is False
 
 
 @pytest.mark.asyncio
@@ -83,12 +83,12 @@ async def test_force_off_closes_every_stream(
     for _ in range(2):
         opened = await client.post("/api/v2/stream/HTTP", headers=auth, json={"info": {"callid": "x"}})
         assert opened.status_code == 201, opened.text
-    assert len(app.state.services.streams) == 2
+    assert len(app.state.runtime.streams) == 2
 
     response = await client.post("/api/v2/maintenance/force_off", headers=auth)
     assert response.status_code == 200, response.text
     assert response.json()["closed"] == 2 and response.json()["maintenance"] is False
-    assert len(app.state.services.streams) == 0
+    assert len(app.state.runtime.streams) == 0
     listed = await client.get("/api/v2/streams", headers=auth)
     assert listed.json()["streams"] == []
     assert (await client.post("/api/v2/maintenance/force_off", headers=auth)).json()["closed"] == 0

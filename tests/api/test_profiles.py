@@ -45,7 +45,7 @@ async def test_a_fresh_store_lists_the_shipped_profiles(
     refused = await client.delete(f"{ASP}{shipped['uuid']}", headers=auth)
     assert refused.status_code == 409 and "ships with voxgate" in refused.json()["detail"]
 
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     assert (await active_profile(sessions, 8000)).channel is Channel.TELEPHONE
     assert (await active_profile(sessions, 16000)).channel is Channel.WIDEBAND
 
@@ -54,7 +54,7 @@ async def test_a_fresh_store_lists_the_shipped_profiles(
 async def test_upload_activate_deactivate_delete(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     profile = shipped_profile("telephone").derived(
         name="site-a", description="refitted on site A", offset=0.5
     )
@@ -137,7 +137,7 @@ async def test_load_asp_by_name(app: FastAPI, client: httpx.AsyncClient, auth: d
     assert len((await client.get(ASP, headers=auth)).json()) == len(shipped_profiles())
     active = (await client.get(f"{ASP}active", headers=auth)).json()["active"]
     assert active["uuid"] == info["uuid"]
-    profile = await active_profile(app.state.services.store.sessions, 16000)
+    profile = await active_profile(app.state.runtime.store.sessions, 16000)
     assert profile.model_id == "ecapa" and profile.channel is Channel.TELEPHONE
 
     switched = await client.post("/api/v2/maintenance/load_asp/wideband/", headers=auth)

@@ -33,7 +33,7 @@ def _voiceprint(model_dir: Path, seed: int) -> Voiceprint:
 
 
 async def _add(app: FastAPI, model_dir: Path, external_id: str, seed: int, **source: Any) -> None:
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     await voiceprints.add(sessions, external_id, _voiceprint(model_dir, seed), source, replace=True)
 
 
@@ -41,12 +41,12 @@ async def _stored(app: FastAPI) -> dict[str, Any]:
     """Everything about the stored voiceprints, vectors as their exact bytes."""
     return {
         e.external_id: (e.created, e.speech_s, e.source, e.embeddings)
-        for e in await list_entries(app.state.services.store.sessions)
+        for e in await list_entries(app.state.runtime.store.sessions)
     }
 
 
 async def _wipe(app: FastAPI) -> None:
-    sessions = app.state.services.store.sessions
+    sessions = app.state.runtime.store.sessions
     for external_id in await _stored(app):
         await voiceprints.delete(sessions, external_id)
 
@@ -85,7 +85,7 @@ async def test_export_wipe_import_round_trip(
     assert {e["model_id"] for e in by_id["customer-1"]["embeddings"]} == set(MODELS)
 
     await _wipe(app)
-    assert await voiceprints.count(app.state.services.store.sessions) == 0
+    assert await voiceprints.count(app.state.runtime.store.sessions) == 0
     imported = await _import(client, auth, response.content)
     assert imported.status_code == 200, imported.text
     assert imported.json() == {"imported": 3, "overwritten": 0, "skipped": 0}
@@ -119,7 +119,7 @@ async def test_gzip_and_skip_versus_overwrite(
     assert overwritten.json() == {"imported": 0, "overwritten": 2, "skipped": 0}
     assert await _stored(app) == original, "overwrite brings the snapshot's voiceprints back"
 
-    await voiceprints.delete(app.state.services.store.sessions, "b")
+    await voiceprints.delete(app.state.runtime.store.sessions, "b")
     mixed = await _import(client, auth, snapshot)  # mode defaults to skip
     assert mixed.json() == {"imported": 1, "overwritten": 0, "skipped": 1}
     assert await _stored(app) == original
@@ -186,7 +186,7 @@ async def test_refusals_write_nothing(
         if status == 409:
             detail = response.json()["detail"]
             assert "customer-1" in detail, "the detail names the voiceprint"
-        assert await voiceprints.count(app.state.services.store.sessions) == 0, f"{name}: nothing written"
+        assert await voiceprints.count(app.state.runtime.store.sessions) == 0, f"{name}: nothing written"
 
     conflicting = await client.post(
         "/api/v2/snapshot/import?mode=skip",

@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 from fastapi import FastAPI
 
-from voxgate.api.state import Services
 from voxgate.audio.frames import float_to_pcm16
 from voxgate.audio.resample import resample
+from voxgate.service.runtime import Runtime
 from voxgate.store import events
 
 LIBRI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech" / "librispeech_test_other"
@@ -37,9 +37,9 @@ async def odd_chunks(data: bytes, seed: int = 0) -> AsyncIterator[bytes]:
         i += n
 
 
-def services_of(app: FastAPI) -> Services:
-    services: Services = app.state.services
-    return services
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 async def open_stream(client: httpx.AsyncClient, auth: dict[str, str], **body: object) -> str:
@@ -96,7 +96,7 @@ async def test_open_send_list_find_close(
     assert (await client.get("/api/v2/streams", headers=auth)).json()["streams"] == []
 
     page = await events.find(
-        services_of(app).store.sessions,
+        runtime_of(app).store.sessions,
         events.EventFilter(types=(events.STREAM_START, events.STREAM_STOP), stream_uuid=stream),
     )
     start, stop = page.events
@@ -156,7 +156,7 @@ async def test_a_sample_split_between_requests_is_joined(
 
 @pytest.mark.asyncio
 async def test_too_large_a_request(app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
-    services_of(app).settings.max_stream_request_bytes = 1000
+    runtime_of(app).settings.max_stream_request_bytes = 1000
     stream = await open_stream(client, auth)
     declared = await client.post(f"/api/v2/stream/HTTP/data/{stream}", content=b"\x00" * 1002, headers=auth)
     assert declared.status_code == 413 and "1000" in declared.json()["detail"]
@@ -175,9 +175,9 @@ async def test_too_large_a_request(app: FastAPI, client: httpx.AsyncClient, auth
 async def test_capacity_and_maintenance(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
-    services = services_of(app)
-    assert services.streams is not None
-    services.streams.max_streams = 2
+    runtime = runtime_of(app)
+    assert runtime.streams is not None
+    runtime.streams.max_streams = 2
     first = await open_stream(client, auth)
     await open_stream(client, auth)
     full = await client.post("/api/v2/stream/HTTP", headers=auth)
@@ -187,14 +187,14 @@ async def test_capacity_and_maintenance(
     status = (await client.get("/api/v2/status", headers=auth)).json()
     assert status["running"] == 2 and status["max_at_once"] == 2 and status["max_streams"] == 2
 
-    services.locked = True
+    runtime.locked = True
     locked = await client.post("/api/v2/stream/HTTP", headers=auth)
     assert locked.status_code == 423 and "maintenance" in locked.json()["detail"]
     assert (await client.get("/api/v2/status", headers=auth)).json()["maintenance"] is True
     # running streams still take audio; maintenance force_off closes them
     kept = await client.post(f"/api/v2/stream/HTTP/data/{third}", content=b"\x00" * 160, headers=auth)
     assert kept.status_code == 200
-    assert await services.streams.close_all("force_off") == 2
+    assert await runtime.streams.close_all("force_off") == 2
     assert (await client.get("/api/v2/streams", headers=auth)).json()["streams"] == []
 
 
@@ -202,9 +202,9 @@ async def test_capacity_and_maintenance(
 async def test_idle_stream_closes_by_itself(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
-    services = services_of(app)
-    assert services.streams is not None
-    services.streams.idle_timeout_s = 0.3
+    runtime = runtime_of(app)
+    assert runtime.streams is not None
+    runtime.streams.idle_timeout_s = 0.3
     stream = await open_stream(client, auth)
     for _ in range(40):  # the reaper checks at least once a second
         await asyncio.sleep(0.1)
@@ -215,6 +215,6 @@ async def test_idle_stream_closes_by_itself(
         await client.post(f"/api/v2/stream/HTTP/data/{stream}", content=b"\x00\x00", headers=auth)
     ).status_code == 404
     page = await events.find(
-        services.store.sessions, events.EventFilter(types=(events.STREAM_STOP,), stream_uuid=stream)
+        runtime.store.sessions, events.EventFilter(types=(events.STREAM_STOP,), stream_uuid=stream)
     )
     assert [e.outcome for e in page.events] == ["idle_timeout"]

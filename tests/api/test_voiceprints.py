@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 from fastapi import FastAPI
 
-from voxgate.api.state import Services
 from voxgate.audio.frames import float_to_pcm16
 from voxgate.audio.resample import resample
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
+from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings
 from voxgate.store import events, voiceprints
 
@@ -56,9 +56,9 @@ async def stream_of(client: httpx.AsyncClient, auth: dict[str, str], pcm: bytes)
     return stream
 
 
-def services_of(app: FastAPI) -> Services:
-    services: Services = app.state.services
-    return services
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 @pytest.mark.asyncio
@@ -135,14 +135,14 @@ async def test_enroll_and_verify_on_streams(
     assert info["speech_length"] == created.json()["speech_length"]
     assert {m["model_id"] for m in info["models"]} == {"ecapa", "campplus"}
 
-    services_of(app).locked = True
+    runtime_of(app).locked = True
     for path in ("/api/v2/enroll", "/api/v2/verify"):
         locked = await client.post(path, json={"uuid": same, "external_id": "alice"}, headers=auth)
         assert locked.status_code == 423
-    services_of(app).locked = False
+    runtime_of(app).locked = False
 
     page = await events.find(
-        services_of(app).store.sessions, events.EventFilter(types=(events.ENROLL, events.VERIFY))
+        runtime_of(app).store.sessions, events.EventFilter(types=(events.ENROLL, events.VERIFY))
     )
     outcomes = [(e.type, e.outcome) for e in page.events]
     assert outcomes[:3] == [("enroll", "not_enough_speech"), ("enroll", "created"), ("enroll", "exists")]
@@ -163,7 +163,7 @@ async def test_voiceprint_and_leave(app: FastAPI, client: httpx.AsyncClient, aut
     vectors = {m: l2_normalise(rng.standard_normal(192).astype(np.float32)) for m in ("ecapa", "campplus")}
     voiceprint = Voiceprint({m: Embedding(m, "v1", v) for m, v in vectors.items()}, 30.0)
     await voiceprints.add(
-        services_of(app).store.sessions, "carol", voiceprint, {"type": "recordings", "files": ["a.wav"]}
+        runtime_of(app).store.sessions, "carol", voiceprint, {"type": "recordings", "files": ["a.wav"]}
     )
     info = (await client.post("/api/v2/voiceprint", json={"external_id": "carol"}, headers=auth)).json()
     assert info["exists"] and info["speech_length"] == 30.0 and info["source"]["files"] == ["a.wav"]
@@ -255,11 +255,11 @@ async def test_import_from_recordings(app: FastAPI, client: httpx.AsyncClient, a
 
     no_files = await client.post("/api/v2/import", data={"external_id": "grace"}, headers=auth)
     assert no_files.status_code == 422
-    services_of(app).locked = True
+    runtime_of(app).locked = True
     assert (
         await client.post("/api/v2/import", data={"external_id": "h"}, files=one, headers=auth)
     ).status_code == 423
-    services_of(app).locked = False
+    runtime_of(app).locked = False
 
-    page = await events.find(services_of(app).store.sessions, events.EventFilter(types=(events.IMPORT,)))
+    page = await events.find(runtime_of(app).store.sessions, events.EventFilter(types=(events.IMPORT,)))
     assert [e.outcome for e in page.events][:3] == ["created", "failed", "created"]

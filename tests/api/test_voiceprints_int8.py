@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from voxgate.api.routers.voiceprints import load_biometrics
 from voxgate.audio.vad import install_vad_model
 from voxgate.biometrics.models import INT8_FILE, MODEL_IDS
 from voxgate.errors import ModelNotPrepared
+from voxgate.service.models import load_biometrics
 from voxgate.settings import Settings
 
 

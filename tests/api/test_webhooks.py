@@ -22,17 +22,20 @@ import soundfile as sf
 from fastapi import FastAPI
 
 from voxgate.api.app import create_app
-from voxgate.api.routers.subscriptions import HOOKS
-from voxgate.api.state import Services
-from voxgate.api.stream_actions import (
-    ENROLL_CREATED,
-    ENROLL_NOT_ENOUGH,
-    VERIFY_NO_VOICEPRINT,
-    VERIFY_NOT_ENOUGH,
-)
-from voxgate.api.webhooks import Delivery, Webhooks, WebhookSender, check_url, redact, sign, verify_signature
 from voxgate.audio.frames import float_to_pcm16
 from voxgate.audio.resample import resample
+from voxgate.service.enrollment import ENROLL_CREATED, ENROLL_NOT_ENOUGH
+from voxgate.service.runtime import Runtime
+from voxgate.service.verification import VERIFY_NO_VOICEPRINT, VERIFY_NOT_ENOUGH
+from voxgate.service.webhooks import (
+    Delivery,
+    Webhooks,
+    WebhookSender,
+    check_url,
+    redact,
+    sign,
+    verify_signature,
+)
 from voxgate.settings import Settings
 from voxgate.store import events
 from voxgate.store.db import Store
@@ -159,9 +162,9 @@ def pcm_8k(speech_dir: Path, speaker: str, files: list[int]) -> bytes:
     return float_to_pcm16(resample(audio, 16000, 8000)).astype("<i2").tobytes()
 
 
-def services_of(app: FastAPI) -> Services:
-    services: Services = app.state.services
-    return services
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 async def subscribe(
@@ -301,12 +304,12 @@ async def test_create_list_delete_and_validation(
     assert by_body.status_code == 200 and by_body.json() == {"deleted": [verify["uuid"]]}
     assert (await client.request("DELETE", "/api/v2/subscription", json={}, headers=auth)).status_code == 422
 
-    services_of(app).locked = True
+    runtime_of(app).locked = True
     locked = await client.post(
         "/api/v2/subscription", json={**base, "webhook": receiver.base + "/ok/line"}, headers=auth
     )
     assert locked.status_code == 423
-    services_of(app).locked = False
+    runtime_of(app).locked = False
     await close(client, auth, stream)
 
 
@@ -439,7 +442,7 @@ async def test_enroll_and_verify_callbacks(
     info = (await client.post("/api/v2/voiceprint", json={"external_id": "alice"}, headers=auth)).json()
     assert info["exists"] and info["source"]["stream_uuid"] == enrolling
     enroll_events = await events.find(
-        services_of(app).store.sessions, events.EventFilter(types=(events.ENROLL,), external_id="alice")
+        runtime_of(app).store.sessions, events.EventFilter(types=(events.ENROLL,), external_id="alice")
     )
     assert [(e.outcome, e.detail["via"]) for e in enroll_events.events] == [
         ("not_enough_speech", "webhook"),
@@ -550,7 +553,7 @@ async def test_a_full_queue_drops_the_oldest(tmp_path: Path, receiver: Receiver)
 
 @pytest.mark.asyncio
 async def test_the_ticker_is_one_task(app: FastAPI) -> None:
-    hooks = services_of(app).extras[HOOKS]
+    hooks = runtime_of(app).webhooks
     assert isinstance(hooks, Webhooks)
     names = [t.get_name() for t in asyncio.all_tasks()]
     assert names.count("webhook-ticker") == 1

@@ -1,4 +1,8 @@
-"""The FastAPI application: Swagger UI at ``/swagger/``, the OpenAPI document beside it."""
+"""The FastAPI application: Swagger UI at ``/swagger/``, the OpenAPI document beside it.
+
+Its lifespan is the runtime's: :meth:`Runtime.start` before the first request, :meth:`Runtime.stop` after
+the last. The WebSocket door's connections are the only state the web layer holds itself.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,10 @@ from pydantic import BaseModel, Field
 
 from voxgate import __version__
 from voxgate.api import errors
-from voxgate.api.routers import MODULES
-from voxgate.api.state import Services
+from voxgate.api.routers import ROUTERS, websocket
+from voxgate.api.websocket.connection import WebSocketDoor
+from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings, get_settings
-from voxgate.store import cache, events
-from voxgate.store.db import Store
 
 
 class Health(BaseModel):
@@ -28,21 +31,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cache.configure(settings.cache_ttl_s)
-        store = await Store(settings.resolved_database_url).open()
-        services = Services(settings=settings, store=store)
-        app.state.services = services
-        started = []
+        runtime = Runtime(settings)
+        await runtime.start()
+        door = WebSocketDoor(runtime)
+        runtime.streams.listen(on_stop=door.on_stop)
+        websocket.redact_server_logs()
+        app.state.runtime, app.state.door = runtime, door
         try:
-            for module in MODULES:
-                await module.startup(services)
-                started.append(module)
             yield
         finally:
-            for module in reversed(started):
-                await module.shutdown(services)
-            await events.flush(store.sessions)
-            await store.close()
+            door.hang_up_all()  # their streams close with the registry
+            await runtime.stop()
 
     app = FastAPI(
         title="voxgate",
@@ -55,12 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in MODULES:
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/health", response_model=Health, tags=["operations"], summary="Liveness and store check")
     async def health() -> Health:
-        services: Services = app.state.services
-        return Health(status="ok", version=__version__, store=services.store.engine.dialect.name)
+        runtime: Runtime = app.state.runtime
+        return Health(status="ok", version=__version__, store=runtime.store.engine.dialect.name)
 
     return app

@@ -1,4 +1,4 @@
-"""FastAPI dependencies shared by the routers: the running services, the token check, maintenance mode."""
+"""FastAPI dependencies shared by the routers: the runtime, the token check, maintenance mode."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
-from voxgate.api.errors import MaintenanceMode, Unauthorized
-from voxgate.api.state import Services
+from voxgate.api.errors import Unauthorized
+from voxgate.service import maintenance
+from voxgate.service.runtime import Runtime
 from voxgate.store import accounts
 
 
-async def get_services(request: Request) -> Services:
+async def get_runtime(request: Request) -> Runtime:
     """Async, as every dependency here: a plain ``def`` would cost each request a trip through the thread pool."""
-    services: Services = request.app.state.services
-    return services
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 def token_from_header(authorization: str | None) -> str | None:
@@ -41,7 +42,7 @@ token_header = APIKeyHeader(
 
 
 async def require_token(
-    services: ServicesDep, authorization: Annotated[str | None, Depends(token_header)] = None
+    runtime: RuntimeDep, authorization: Annotated[str | None, Depends(token_header)] = None
 ) -> str:
     """The username behind a valid, unexpired token; 401 otherwise."""
     token = token_from_header(authorization)
@@ -49,15 +50,14 @@ async def require_token(
         raise Unauthorized(
             "authentication credentials were not provided: send `Authorization: Token <token>`"
         )
-    username = await accounts.user_for_token(services.store.sessions, token)
+    username = await accounts.user_for_token(runtime.store.sessions, token)
     if username is None:
         raise Unauthorized("invalid or expired token")
     return username
 
 
-async def require_unlocked(services: ServicesDep) -> None:
-    if services.locked:
-        raise MaintenanceMode("voxgate is in maintenance mode: unlock it with GET /api/v2/maintenance/unlock")
+async def require_unlocked(runtime: RuntimeDep) -> None:
+    maintenance.require_unlocked(runtime)
 
 
 User = Annotated[str, Depends(require_token)]

@@ -16,7 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from voxgate import errors
+from voxgate import errors, streams
+from voxgate.api.websocket import protocol
+from voxgate.evaluation import datasets, trials
+from voxgate.service import telephony
+from voxgate.store import backup, pbx, snapshots, subscriptions
+from voxgate.store import profiles as store_profiles
+from voxgate.telephony import agent, calls, digest, sdp
+from voxgate.telephony.sip import message
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +43,8 @@ def error_response(description: str, example: str) -> dict[str, Any]:
     }
 
 
-UNAUTHORIZED = error_response("No token, or an invalid or expired one.", "invalid or expired token")
-
-
 class ApiError(errors.VoxgateError):
-    """An error that only makes sense at the HTTP edge (auth, maintenance, capacity, bad request)."""
+    """An error that only makes sense at the HTTP edge (auth, request shape, body size, rate)."""
 
     status_code = 400
 
@@ -63,31 +67,20 @@ class Forbidden(ApiError):
     status_code = 403
 
 
-class NotFound(ApiError):
-    status_code = 404
-
-
-class Conflict(ApiError):
-    status_code = 409
-
-
 class PayloadTooLarge(ApiError):
     status_code = 413
-
-
-class MaintenanceMode(ApiError):
-    status_code = 423
 
 
 class TooManyRequests(ApiError):
     status_code = 429
 
 
-class NoCapacity(ApiError):
-    status_code = 503
-
-
+# Every domain error voxgate raises, and its status. A class not listed takes its nearest listed base's
+# status; a test walks every subclass of VoxgateError and fails on one that is not listed itself.
 STATUS: dict[type[errors.VoxgateError], int] = {
+    errors.VoxgateError: 400,
+    # audio
+    errors.AudioError: 400,
     errors.EmptyAudio: 400,
     errors.CorruptAudio: 400,
     errors.MultiChannelAudio: 400,
@@ -96,12 +89,50 @@ STATUS: dict[type[errors.VoxgateError], int] = {
     errors.AudioTooLarge: 413,
     errors.AudioTooLong: 413,
     errors.InsufficientSpeech: 400,
+    # voiceprints
+    errors.VoiceprintError: 400,
     errors.VoiceprintNotFound: 404,
     errors.VoiceprintExists: 409,
     errors.ModelMismatch: 409,
-    errors.ProfileError: 400,
-    errors.ModelNotPrepared: 503,
+    # models and calibration profiles
     errors.ModelError: 503,
+    errors.ModelNotPrepared: 503,
+    errors.ProfileError: 400,
+    store_profiles.ProfileNotFound: 404,
+    store_profiles.ProfileExists: 409,
+    store_profiles.ProfileInUse: 409,
+    # the running service
+    errors.ServiceError: 503,
+    errors.NotRunning: 503,
+    errors.MaintenanceMode: 423,
+    errors.NotInMaintenance: 409,
+    # live streams
+    streams.StreamError: 400,
+    streams.StreamNotFound: 404,
+    streams.StreamClosed: 404,
+    streams.StreamExists: 409,
+    streams.StreamCapacity: 503,
+    # snapshots, backups, subscriptions
+    snapshots.SnapshotError: 400,
+    snapshots.DocumentTooLarge: 413,
+    backup.BackupError: 400,
+    subscriptions.SubscriptionExists: 409,
+    subscriptions.SubscriptionNotFound: 404,
+    # telephony
+    pbx.PbxNotFound: 404,
+    telephony.PbxStartFailed: 400,
+    calls.NoRtpPort: 503,
+    sdp.SdpError: 400,
+    digest.DigestError: 400,
+    message.SipParseError: 400,
+    agent.SipError: 502,
+    agent.TransactionTimeout: 504,
+    agent.RegistrationFailed: 502,
+    # the WebSocket protocol (answered on the socket, listed for completeness)
+    protocol.ProtocolError: 400,
+    # evaluation (CLI)
+    datasets.DatasetError: 400,
+    trials.TrialsError: 400,
 }
 
 
@@ -118,12 +149,12 @@ async def _record_error(request: Request, status: int, detail: str) -> None:
     """Every refused request is an event too (auth failures included), so operators can see them."""
     from voxgate.store import events
 
-    services = getattr(request.app.state, "services", None)
-    if services is None:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
         return
     try:
         await events.record(
-            services.store.sessions,
+            runtime.store.sessions,
             events.ERROR,
             str(status),
             method=request.method,

@@ -25,9 +25,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.store.cache import TtlCache
+from voxgate.store.db import DbSessions
 from voxgate.store.tables import TokenRow, UserRow
 
 MIN_PASSWORD_LENGTH = 8
@@ -36,7 +36,6 @@ MAX_USERNAME_LENGTH = 150  # users.username is String(150), as Django's
 
 _hasher = PasswordHasher()
 
-Sessions = async_sessionmaker[AsyncSession]
 
 
 def _digest(token: str) -> str:
@@ -64,18 +63,18 @@ def _verify(password_hash: str, password: str) -> bool:
         return False
 
 
-async def account_name(sessions: Sessions) -> str | None:
+async def account_name(sessions: DbSessions) -> str | None:
     """The username of the account (the first one created), or None on a store without one."""
     async with sessions() as session:
         return await session.scalar(select(UserRow.username).order_by(UserRow.id).limit(1))
 
 
-async def account_exists(sessions: Sessions, username: str) -> bool:
+async def account_exists(sessions: DbSessions, username: str) -> bool:
     async with sessions() as session:
         return await session.scalar(select(UserRow.id).where(UserRow.username == username)) is not None
 
 
-async def create_account(sessions: Sessions, username: str, password: str) -> bool:
+async def create_account(sessions: DbSessions, username: str, password: str) -> bool:
     """Create the account if the store has none yet; True if this call created it.
 
     Safe when several processes start at once on one database: exactly one of them creates it.
@@ -95,7 +94,7 @@ async def create_account(sessions: Sessions, username: str, password: str) -> bo
     return True
 
 
-async def _set_password(sessions: Sessions, username: str, password: str) -> None:
+async def _set_password(sessions: DbSessions, username: str, password: str) -> None:
     """Create the account or replace its password; every existing token of the account is revoked."""
     password_hash = await _hash(password)
     async with sessions() as session, session.begin():
@@ -109,7 +108,7 @@ async def _set_password(sessions: Sessions, username: str, password: str) -> Non
         await session.execute(delete(TokenRow).where(TokenRow.user_id == user.id))
 
 
-async def check_password(sessions: Sessions, username: str, password: str) -> bool:
+async def check_password(sessions: DbSessions, username: str, password: str) -> bool:
     """Whether the password is the account's; the same Argon2 cost whether or not the user exists."""
     async with sessions() as session:
         user = await session.scalar(select(UserRow).where(UserRow.username == username))
@@ -126,7 +125,7 @@ async def check_password(sessions: Sessions, username: str, password: str) -> bo
     return ok
 
 
-async def issue_token(sessions: Sessions, username: str, lifetime: timedelta) -> str:
+async def issue_token(sessions: DbSessions, username: str, lifetime: timedelta) -> str:
     """A new token for the account, valid for ``lifetime``; only its sha256 is stored."""
     token = secrets.token_urlsafe(32)
     async with sessions() as session, session.begin():
@@ -146,7 +145,7 @@ def forget_cached() -> None:
     _tokens.clear()
 
 
-async def user_for_token(sessions: Sessions, token: str) -> str | None:
+async def user_for_token(sessions: DbSessions, token: str) -> str | None:
     """The username a valid, unexpired token belongs to, else None. A valid answer is cached briefly
     (never past the token's expiry): every API request asks."""
     key = (id(sessions), _digest(token))
@@ -170,13 +169,13 @@ async def user_for_token(sessions: Sessions, token: str) -> str | None:
     return str(row.username)
 
 
-async def _revoke_token(sessions: Sessions, token: str) -> None:
+async def _revoke_token(sessions: DbSessions, token: str) -> None:
     async with sessions() as session, session.begin():
         await session.execute(delete(TokenRow).where(TokenRow.token_hash == _digest(token)))
 
 
 async def _change_password(
-    sessions: Sessions, username: str, new_password: str, keep_token: str | None
+    sessions: DbSessions, username: str, new_password: str, keep_token: str | None
 ) -> None:
     """New password; every token of the account but ``keep_token`` (the caller's own) is revoked.
 
@@ -195,7 +194,7 @@ async def _change_password(
         await session.execute(revoke)
 
 
-async def _purge_expired(sessions: Sessions) -> int:
+async def _purge_expired(sessions: DbSessions) -> int:
     """Delete expired tokens; the number deleted."""
     async with sessions() as session, session.begin():
         result = await session.execute(delete(TokenRow).where(TokenRow.expires <= datetime.now(UTC)))
@@ -205,14 +204,14 @@ async def _purge_expired(sessions: Sessions) -> int:
 # -- writes that revoke tokens clear the token cache once they committed -------------------------------------
 
 
-async def set_password(sessions: Sessions, username: str, password: str) -> None:
+async def set_password(sessions: DbSessions, username: str, password: str) -> None:
     try:
         await _set_password(sessions, username, password)
     finally:
         forget_cached()
 
 
-async def revoke_token(sessions: Sessions, token: str) -> None:
+async def revoke_token(sessions: DbSessions, token: str) -> None:
     try:
         await _revoke_token(sessions, token)
     finally:
@@ -220,7 +219,7 @@ async def revoke_token(sessions: Sessions, token: str) -> None:
 
 
 async def change_password(
-    sessions: Sessions, username: str, new_password: str, keep_token: str | None
+    sessions: DbSessions, username: str, new_password: str, keep_token: str | None
 ) -> None:
     """New password; every token of the account but ``keep_token`` (the caller's own) is revoked."""
     try:
@@ -229,7 +228,7 @@ async def change_password(
         forget_cached()
 
 
-async def purge_expired(sessions: Sessions) -> int:
+async def purge_expired(sessions: DbSessions) -> int:
     try:
         return await _purge_expired(sessions)
     finally:

@@ -33,14 +33,13 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, String, and_, delete, func, insert, or_, select
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from voxgate.store.db import DbSessions
 from voxgate.store.tables import EventRow
 
-Sessions = async_sessionmaker[AsyncSession]
 log = logging.getLogger(__name__)
 
 # -- event types ---------------------------------------------------------------------------------------
@@ -134,7 +133,7 @@ def _row(
 
 
 async def record(
-    sessions: Sessions,
+    sessions: DbSessions,
     type: str,
     outcome: str = OK,
     *,
@@ -152,7 +151,7 @@ async def record(
 
 
 def record_soon(
-    sessions: Sessions,
+    sessions: DbSessions,
     type: str,
     outcome: str = OK,
     *,
@@ -181,7 +180,7 @@ GATHER_S = 0.25  # how long queued events wait to share a transaction (and what 
 
 
 class _Writer:
-    def __init__(self, sessions: Sessions, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, sessions: DbSessions, loop: asyncio.AbstractEventLoop) -> None:
         self.sessions = sessions
         self.loop = loop
         self.rows: list[dict[str, Any]] = []
@@ -198,10 +197,10 @@ class _Writer:
                 log.exception("%d events could not be written", len(rows))
 
 
-_writers: weakref.WeakKeyDictionary[Sessions, _Writer] = weakref.WeakKeyDictionary()
+_writers: weakref.WeakKeyDictionary[DbSessions, _Writer] = weakref.WeakKeyDictionary()
 
 
-async def flush(sessions: Sessions) -> None:
+async def flush(sessions: DbSessions) -> None:
     """Wait until the events queued by :func:`record_soon` are written."""
     writer = _writers.get(sessions)
     if writer is None or writer.loop is not asyncio.get_running_loop():
@@ -271,7 +270,7 @@ def _event(row: EventRow) -> Event:
 
 
 async def find(
-    sessions: Sessions, flt: EventFilter, *, offset: int = 0, limit: int = 100, newest_first: bool = False
+    sessions: DbSessions, flt: EventFilter, *, offset: int = 0, limit: int = 100, newest_first: bool = False
 ) -> EventPage:
     """One page of the events matching ``flt`` in time order (ties by id), and how many match in all."""
     await flush(sessions)
@@ -285,7 +284,7 @@ async def find(
         return EventPage(events=[_event(row) for row in rows], total=int(total or 0))
 
 
-async def purge_older_than(sessions: Sessions, cutoff: datetime, *, batch: int = 10_000) -> int:
+async def purge_older_than(sessions: DbSessions, cutoff: datetime, *, batch: int = 10_000) -> int:
     """Delete events older than ``cutoff``, in batches (short write transactions); the number deleted."""
     await flush(sessions)
     deleted = 0
@@ -372,7 +371,7 @@ def _stream_seconds(start: datetime, end: datetime) -> Select[str, str | None, f
     )
 
 
-async def usage_per_day(sessions: Sessions, start: datetime, end: datetime) -> list[DayUsage]:
+async def usage_per_day(sessions: DbSessions, start: datetime, end: datetime) -> list[DayUsage]:
     """Invoiceable actions per UTC day in [start, end), days in order; days without any are left out."""
     await flush(sessions)
     days: dict[str, DayUsage] = {}

@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, delete, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.errors import VoxgateError
+from voxgate.store.db import DbSessions
 from voxgate.store.tables import SubscriptionRow
-
-Sessions = async_sessionmaker[AsyncSession]
 
 STREAMS = "streams"
 ENROLL = "enroll"
@@ -52,6 +50,10 @@ __all__ = [
     "new_secret",
     "remove",
 ]
+
+
+class SubscriptionNotFound(VoxgateError):
+    """No stored subscription matches."""
 
 
 class SubscriptionExists(VoxgateError):
@@ -121,7 +123,7 @@ def _conditions(
 
 
 async def add(
-    sessions: Sessions,
+    sessions: DbSessions,
     type: str,
     channel_uuid: str,
     url: str,
@@ -158,14 +160,14 @@ async def add(
         return _subscription(row)
 
 
-async def get(sessions: Sessions, uuid: str) -> Subscription | None:
+async def get(sessions: DbSessions, uuid: str) -> Subscription | None:
     async with sessions() as session:
         row = await session.get(SubscriptionRow, uuid)
         return None if row is None else _subscription(row)
 
 
 async def find(
-    sessions: Sessions,
+    sessions: DbSessions,
     *,
     types: Sequence[str] = (),
     channel_uuid: str | None = None,
@@ -182,7 +184,7 @@ async def find(
 
 
 async def remove(
-    sessions: Sessions,
+    sessions: DbSessions,
     *,
     uuid: str | None = None,
     types: Sequence[str] = (),

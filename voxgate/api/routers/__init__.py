@@ -1,4 +1,7 @@
-"""One router per resource. Each module has ``router`` and ``startup``/``shutdown`` hooks."""
+"""One router per resource: tables of endpoints that call the service layer. No router imports another
+or owns a lifecycle (the runtime does, see :mod:`voxgate.service.runtime`)."""
+
+from fastapi import APIRouter
 
 from voxgate.api.routers import (
     auth,
@@ -11,8 +14,8 @@ from voxgate.api.routers import (
     websocket,
 )
 
-# order matters for startup: the account and profiles exist before streams start
-# webhooks and the WebSocket door listen to streams
-MODULES = (auth, maintenance, logging, voiceprints, streams, pbx, subscriptions, websocket)
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    m.router for m in (auth, maintenance, logging, voiceprints, streams, pbx, subscriptions, websocket)
+)
 
-__all__ = ["MODULES"]
+__all__ = ["ROUTERS"]

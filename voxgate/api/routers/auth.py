@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sys
 from datetime import timedelta
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from voxgate.api import errors
-from voxgate.api.deps import ServicesDep, User, token_from_header
+from voxgate.api.deps import RuntimeDep, User, token_from_header
 from voxgate.api.errors import BadRequest, Detail, Forbidden, TooManyRequests
 from voxgate.api.errors import error_response as _error
-from voxgate.api.state import Services
-from voxgate.api.throttle import LoginThrottle
+from voxgate.api.schemas import AUTH_RESPONSES
 from voxgate.store import accounts, events
 
 log = logging.getLogger(__name__)
 
-THROTTLE = "login_throttle"  # key of the LoginThrottle in Services.extras
 
 LOGIN_FAILED = "Unable to log in with provided credentials."
 
@@ -94,16 +89,8 @@ class PasswordResetResponse(BaseModel):
     )
 
 
-UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: errors.UNAUTHORIZED}
 
 # -- helpers -------------------------------------------------------------------------------------------
-
-
-def _throttle(services: Services) -> LoginThrottle:
-    throttle = services.extras.get(THROTTLE)
-    if not isinstance(throttle, LoginThrottle):
-        throttle = services.extras[THROTTLE] = LoginThrottle()
-    return throttle
 
 
 def client_address(request: Request) -> str:
@@ -144,21 +131,6 @@ def _refuse_unless_local(request: Request) -> None:
         raise Forbidden("reset_password must be called with a loopback Host, e.g. http://127.0.0.1:8000/...")
 
 
-def _announce_generated_password(username: str, password: str) -> None:
-    """The one time a generated password is shown: a banner on stderr (not the log, so log shippers do
-    not copy it)."""
-    rule = "=" * 78
-    sys.stderr.write(
-        f"\n{rule}\n"
-        f"voxgate: created the API account {username!r} with this generated password:\n\n"
-        f"    {password}\n\n"
-        "It is shown only this once. Log in with POST /rest-auth/login/ and change it with\n"
-        "POST /rest-auth/password/change/; if it is lost, run `voxgate reset-password` on this host.\n"
-        f"{rule}\n\n"
-    )
-    sys.stderr.flush()
-
-
 # -- endpoints -----------------------------------------------------------------------------------------
 
 
@@ -182,9 +154,9 @@ def _announce_generated_password(username: str, password: str) -> None:
         },
     },
 )
-async def login(body: LoginRequest, request: Request, services: ServicesDep) -> TokenResponse:
-    sessions = services.store.sessions
-    throttle = _throttle(services)
+async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
+    sessions = runtime.store.sessions
+    throttle = runtime.throttle
     address = client_address(request)
     wait_s = throttle.retry_after_header(address, body.username)
     if wait_s:
@@ -197,7 +169,7 @@ async def login(body: LoginRequest, request: Request, services: ServicesDep) -> 
         await events.record(sessions, events.LOGIN, events.FAILED, username=body.username, client=address)
         raise BadRequest(LOGIN_FAILED)
     throttle.success(address, body.username)
-    ttl = timedelta(seconds=services.settings.token_ttl_s)
+    ttl = timedelta(seconds=runtime.settings.token_ttl_s)
     token = await accounts.issue_token(sessions, body.username, ttl)
     await events.record(sessions, events.LOGIN, events.OK, username=body.username, client=address)
     return TokenResponse(key=token)
@@ -208,14 +180,14 @@ async def login(body: LoginRequest, request: Request, services: ServicesDep) -> 
     response_model=Detail,
     summary="Log out: revoke this token",
     description="Revokes the token the request carries; other tokens stay valid.",
-    responses=UNAUTHORIZED,
+    responses=AUTH_RESPONSES,
 )
-async def logout(user: User, request: Request, services: ServicesDep) -> Detail:
+async def logout(user: User, request: Request, runtime: RuntimeDep) -> Detail:
     token = token_from_header(request.headers.get("authorization"))
     assert token is not None  # `user` resolved, so the header held a valid token
-    await accounts.revoke_token(services.store.sessions, token)
+    await accounts.revoke_token(runtime.store.sessions, token)
     await events.record(
-        services.store.sessions, events.LOGOUT, events.OK, username=user, client=client_address(request)
+        runtime.store.sessions, events.LOGOUT, events.OK, username=user, client=client_address(request)
     )
     return Detail(detail="Successfully logged out.")
 
@@ -231,13 +203,13 @@ async def logout(user: User, request: Request, services: ServicesDep) -> Detail:
             "The two new passwords differ, or `old_password` is wrong.",
             "The two password fields didn't match.",
         ),
-        **UNAUTHORIZED,
+        **AUTH_RESPONSES,
     },
 )
 async def change_password(
-    body: PasswordChangeRequest, user: User, request: Request, services: ServicesDep
+    body: PasswordChangeRequest, user: User, request: Request, runtime: RuntimeDep
 ) -> Detail:
-    sessions = services.store.sessions
+    sessions = runtime.store.sessions
     address = client_address(request)
     if body.new_password1 != body.new_password2:
         raise BadRequest("The two password fields didn't match.")
@@ -276,18 +248,18 @@ async def change_password(
         )
     },
 )
-async def reset_password(request: Request, services: ServicesDep) -> PasswordResetResponse:
-    sessions = services.store.sessions
+async def reset_password(request: Request, runtime: RuntimeDep) -> PasswordResetResponse:
+    sessions = runtime.store.sessions
     address = client_address(request)
     try:
         _refuse_unless_local(request)
     except Forbidden as refused:
         log.warning("password reset refused: %s", refused, extra={"client": address})
         raise
-    username = await accounts.account_name(sessions) or services.settings.admin_user
+    username = await accounts.account_name(sessions) or runtime.settings.admin_user
     password = accounts.generate_password()
     await accounts.set_password(sessions, username, password)
-    _throttle(services).clear()
+    runtime.throttle.clear()
     await events.record(
         sessions, events.PASSWORD_RESET, events.OK, username=username, client=address, source="http"
     )
@@ -295,44 +267,3 @@ async def reset_password(request: Request, services: ServicesDep) -> PasswordRes
         "the API password was reset from the host; every token was revoked", extra={"client": address}
     )
     return PasswordResetResponse(username=username, password=password)
-
-
-# -- lifecycle -----------------------------------------------------------------------------------------
-
-
-async def startup(services: Services) -> None:
-    """Create the account on first start; the login throttle lives for the process."""
-    services.extras[THROTTLE] = LoginThrottle()
-    sessions = services.store.sessions
-    settings = services.settings
-    configured = settings.admin_password.get_secret_value() if settings.admin_password else ""
-    password = configured or accounts.generate_password()
-    if await accounts.create_account(sessions, settings.admin_user, password):
-        await events.record(
-            sessions,
-            events.PASSWORD_RESET,
-            events.CREATED,
-            username=settings.admin_user,
-            source="first_start",
-            generated=not configured,
-        )
-        log.info("created the API account %r", settings.admin_user)
-        if not configured:
-            _announce_generated_password(settings.admin_user, password)
-        elif len(configured) < accounts.MIN_PASSWORD_LENGTH:
-            log.warning(
-                "VOXGATE_ADMIN_PASSWORD is shorter than %d characters: change it",
-                accounts.MIN_PASSWORD_LENGTH,
-            )
-        return
-    existing = await accounts.account_name(sessions)
-    if existing != settings.admin_user:
-        log.warning(
-            "the API account is %r; VOXGATE_ADMIN_USER=%r has no effect once the account exists",
-            existing,
-            settings.admin_user,
-        )
-
-
-async def shutdown(services: Services) -> None:
-    """Nothing to release: the throttle is memory only."""

@@ -5,29 +5,24 @@ A periodic task started here purges, every hour, events older than the retention
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import csv
 import io
 import json
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from voxgate.api.deps import ServicesDep, User
+from voxgate.api.deps import RuntimeDep, User
 from voxgate.api.errors import BadRequest, Detail
-from voxgate.api.routers.auth import UNAUTHORIZED
-from voxgate.api.state import Services
-from voxgate.store import accounts, events
+from voxgate.api.schemas import AUTH_RESPONSES
+from voxgate.store import events
 
 log = logging.getLogger(__name__)
 
-PURGE_INTERVAL_S = 3600.0
-PURGE_TASK = "purge_task"  # key of the periodic task in Services.extras
 MAX_PAGE_SIZE = 1000
 
 # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database
@@ -221,12 +216,12 @@ ToQuery = Annotated[
             "headers": {"X-Total-Count": {"description": "Matching events.", "schema": {"type": "integer"}}},
         },
         **BAD_RANGE,
-        **UNAUTHORIZED,
+        **AUTH_RESPONSES,
     },
 )
 async def logging_list(
     user: User,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     response: Response,
     start: FromQuery = None,
     end: ToQuery = None,
@@ -264,7 +259,7 @@ async def logging_list(
         start=start, end=end, types=tuple(type or ()), external_id=external_id, stream_uuid=stream
     )
     result = await events.find(
-        services.store.sessions,
+        runtime.store.sessions,
         flt,
         offset=(page - 1) * page_size,
         limit=page_size,
@@ -328,10 +323,10 @@ def _counts(usage: list[events.DayUsage]) -> UsageCounts:
     "Days with nothing to count are left out; `totals` sums the period. Events older than "
     "`VOXGATE_EVENT_RETENTION_DAYS` (default 90) days are purged, so export at least that often (Voice Verify's advice: once "
     "a day, from the start of the billing cycle).",
-    responses={**BAD_RANGE, **UNAUTHORIZED},
+    responses={**BAD_RANGE, **AUTH_RESPONSES},
 )
 async def logging_aggregate(
-    user: User, services: ServicesDep, start: FromQuery = None, end: ToQuery = None
+    user: User, runtime: RuntimeDep, start: FromQuery = None, end: ToQuery = None
 ) -> UsageReport:
     now = datetime.now(UTC)
     start_utc, end_utc = _range(
@@ -339,7 +334,7 @@ async def logging_aggregate(
         end if end is not None else now,
     )
     assert start_utc is not None and end_utc is not None
-    usage = await events.usage_per_day(services.store.sessions, start_utc, end_utc)
+    usage = await events.usage_per_day(runtime.store.sessions, start_utc, end_utc)
     days = [
         UsageDayOut(
             day=d.day,
@@ -356,40 +351,3 @@ async def logging_aggregate(
 
 
 # -- retention -----------------------------------------------------------------------------------------
-
-
-async def purge_once(services: Services, now: datetime | None = None) -> tuple[int, int]:
-    """Delete events older than the retention and expired tokens; (events, tokens) deleted."""
-    sessions = services.store.sessions
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=services.settings.event_retention_days)
-    old_events = await events.purge_older_than(sessions, cutoff)
-    old_tokens = await accounts.purge_expired(sessions)
-    if old_events or old_tokens:
-        log.info(
-            "purged %d events older than %s and %d expired tokens", old_events, cutoff.isoformat(), old_tokens
-        )
-    return old_events, old_tokens
-
-
-async def _purge_forever(services: Services, interval_s: float) -> None:
-    while True:
-        try:
-            await purge_once(services)
-        except Exception:  # a failed purge (database busy, ...) must not end the task; retry next time
-            log.exception("purging old events and tokens failed")
-        await asyncio.sleep(interval_s)
-
-
-async def startup(services: Services) -> None:
-    """Start the hourly purge (its first run right away, in the background)."""
-    services.extras[PURGE_TASK] = asyncio.create_task(
-        _purge_forever(services, PURGE_INTERVAL_S), name="voxgate-purge"
-    )
-
-
-async def shutdown(services: Services) -> None:
-    task = services.extras.pop(PURGE_TASK, None)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

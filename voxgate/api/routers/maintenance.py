@@ -8,10 +8,7 @@ here stays available in maintenance mode: it is what maintenance is for.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,26 +16,23 @@ from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxgate.api.deps import ServicesDep, User
-from voxgate.api.errors import UNAUTHORIZED, BadRequest, Conflict, NotFound, PayloadTooLarge
+from voxgate.api.deps import RuntimeDep, User
+from voxgate.api.errors import BadRequest, PayloadTooLarge
 from voxgate.api.errors import error_response as _error
-from voxgate.api.state import Services
-from voxgate.biometrics.models import read_card
-from voxgate.biometrics.profile import DEFAULT_MODEL, resolve_profile
-from voxgate.errors import ProfileError, VoxgateError
-from voxgate.settings import Settings
-from voxgate.store import backup as backups
-from voxgate.store import events, profiles, settings_kv, snapshots
-from voxgate.store.profiles import ProfileExists, ProfileInfo, ProfileInUse, ProfileNotFound
-from voxgate.store.snapshots import DocumentTooLarge, ImportMode, ModelSpec
+from voxgate.api.schemas import UNAUTHORIZED
+from voxgate.service import backups, maintenance
+from voxgate.service.maintenance import LOCK_HINT
+from voxgate.service.models import engine_models
+from voxgate.service.runtime import Runtime
+from voxgate.store import profiles, snapshots
+from voxgate.store.profiles import ProfileInfo
+from voxgate.store.snapshots import ImportMode
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v2")
 
 _READ_CHUNK = 1 << 20
-
-LOCK_HINT = "unlock with GET /api/v2/maintenance/unlock"
 
 
 # -- schemas ----------------------------------------------------------------------------------------------
@@ -179,38 +173,6 @@ class ActiveRequest(BaseModel):
 # -- helpers ----------------------------------------------------------------------------------------------
 
 
-def engine_models(settings: Settings) -> dict[str, ModelSpec]:
-    """The models (id, version, dimension) the engine scores with: those of the shipped default profiles,
-    at the versions of the prepared model cards. Snapshots, backups and profiles must match them."""
-    model_ids: list[str] = []
-    for channel in ("wideband", "telephone"):
-        try:
-            profile = resolve_profile(channel)
-        except ProfileError:
-            continue
-        model_ids += [m for m in profile.model_ids if m not in model_ids]
-    if not model_ids:
-        model_ids = DEFAULT_MODEL.split("+")
-    specs = {}
-    for model_id in model_ids:
-        card = read_card(settings.model_dir, model_id)
-        specs[model_id] = ModelSpec(model_id, card.version, card.dimension)
-    return specs
-
-
-@contextmanager
-def _http_errors() -> Iterator[None]:
-    """Domain errors of the store modules that have no status of their own yet."""
-    try:
-        yield
-    except DocumentTooLarge as exc:
-        raise PayloadTooLarge(exc.message) from exc
-    except ProfileNotFound as exc:
-        raise NotFound(exc.message) from exc
-    except (ProfileExists, ProfileInUse) as exc:
-        raise Conflict(exc.message) from exc
-
-
 async def _read_upload(file: UploadFile, limit: int, what: str) -> bytes:
     pieces: list[bytes] = []
     size = 0
@@ -240,25 +202,16 @@ def _asp(info: ProfileInfo) -> AspInfo:
     )
 
 
-async def _event(services: Services, action: str, user: str, outcome: str = "ok", **detail: Any) -> None:
-    await events.record(services.store.sessions, "maintenance", outcome, action=action, user=user, **detail)
-
-
-async def _set_locked(services: Services, locked: bool, user: str) -> MaintenanceState:
-    was = services.locked
-    await settings_kv.set(services.store.sessions, settings_kv.MAINTENANCE, locked)
-    services.locked = locked
-    await _event(services, "lock" if locked else "unlock", user, changed=was != locked)
+async def _set_locked(runtime: Runtime, locked: bool, user: str) -> MaintenanceState:
+    change = await maintenance.set_locked(runtime, locked, user)
     if locked:
-        detail = "maintenance mode on: new streams, enroll, verify and import answer 423; " + LOCK_HINT
+        detail = f"maintenance mode on: new streams, enroll, verify and import answer 423; {LOCK_HINT}"
     else:
         detail = "maintenance mode off: every endpoint is available"
-    if was == locked:
+    if not change.changed:
         detail = f"(unchanged) {detail}"
     return MaintenanceState(maintenance=locked, detail=detail)
 
-
-# -- maintenance mode -------------------------------------------------------------------------------------
 
 _LOCK_DOC = (
     "Enter maintenance mode (persisted across restarts). New streams, enroll, verify and import from recordings "
@@ -274,8 +227,8 @@ _LOCK_DOC = (
     description=_LOCK_DOC,
     responses={401: UNAUTHORIZED},
 )
-async def lock(user: User, services: ServicesDep) -> MaintenanceState:
-    return await _set_locked(services, True, user)
+async def lock(user: User, runtime: RuntimeDep) -> MaintenanceState:
+    return await _set_locked(runtime, True, user)
 
 
 @router.post(
@@ -285,8 +238,8 @@ async def lock(user: User, services: ServicesDep) -> MaintenanceState:
     description=_LOCK_DOC,
     responses={401: UNAUTHORIZED},
 )
-async def lock_post(user: User, services: ServicesDep) -> MaintenanceState:
-    return await _set_locked(services, True, user)
+async def lock_post(user: User, runtime: RuntimeDep) -> MaintenanceState:
+    return await _set_locked(runtime, True, user)
 
 
 @router.get(
@@ -295,9 +248,9 @@ async def lock_post(user: User, services: ServicesDep) -> MaintenanceState:
     summary="Leave maintenance mode",
     responses={401: UNAUTHORIZED},
 )
-async def unlock(user: User, services: ServicesDep) -> MaintenanceState:
+async def unlock(user: User, runtime: RuntimeDep) -> MaintenanceState:
     """Leave maintenance mode: every endpoint is available again. Idempotent."""
-    return await _set_locked(services, False, user)
+    return await _set_locked(runtime, False, user)
 
 
 @router.post(
@@ -306,9 +259,9 @@ async def unlock(user: User, services: ServicesDep) -> MaintenanceState:
     summary="Leave maintenance mode (POST)",
     responses={401: UNAUTHORIZED},
 )
-async def unlock_post(user: User, services: ServicesDep) -> MaintenanceState:
+async def unlock_post(user: User, runtime: RuntimeDep) -> MaintenanceState:
     """Leave maintenance mode: every endpoint is available again. Idempotent."""
-    return await _set_locked(services, False, user)
+    return await _set_locked(runtime, False, user)
 
 
 @router.post(
@@ -317,12 +270,11 @@ async def unlock_post(user: User, services: ServicesDep) -> MaintenanceState:
     summary="Close every running stream",
     responses={401: UNAUTHORIZED},
 )
-async def force_off(user: User, services: ServicesDep) -> ForceOffResult:
+async def force_off(user: User, runtime: RuntimeDep) -> ForceOffResult:
     """Close every live stream now (their webhooks and events see the reason `force_off`). Works in or out
     of maintenance mode; lock first so that no new stream starts."""
-    closed = 0 if services.streams is None else await services.streams.close_all("force_off")
-    await _event(services, "force_off", user, closed=closed)
-    return ForceOffResult(maintenance=services.locked, closed=closed, detail=f"{closed} streams closed")
+    closed = await maintenance.force_off(runtime, user)
+    return ForceOffResult(maintenance=runtime.locked, closed=closed, detail=f"{closed} streams closed")
 
 
 # -- snapshots --------------------------------------------------------------------------------------------
@@ -344,15 +296,15 @@ async def force_off(user: User, services: ServicesDep) -> ForceOffResult:
 )
 async def snapshot_generate(
     user: User,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     compressed: Annotated[
         bool, Query(description="gzip the document (Content-Type application/gzip).")
     ] = False,
 ) -> StreamingResponse:
     """Every voiceprint (external_id, created, speech_length, source/stream_uuid, one vector per model),
     read from one consistent view of the store and streamed. Import it with `POST /api/v2/snapshot/import`."""
-    await _event(services, "snapshot_export", user, compressed=compressed)
-    chunks = snapshots.export_chunks(services.store.sessions)
+    await maintenance.record(runtime, "snapshot_export", user, compressed=compressed)
+    chunks = snapshots.export_chunks(runtime.store.sessions)
     name = f"voxgate-snapshot-{_stamp()}.json"
     if compressed:
         return StreamingResponse(
@@ -387,7 +339,7 @@ async def snapshot_generate(
 )
 async def snapshot_import(
     user: User,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     file: Annotated[
         UploadFile, File(description="A snapshot from `GET /api/v2/snapshot/generate`, JSON or gzip.")
     ],
@@ -411,20 +363,9 @@ async def snapshot_import(
     if mode is not None and mode_query is not None and mode != mode_query:
         raise BadRequest(f"mode is {mode.value!r} in the form but {mode_query.value!r} in the query")
     mode = mode or mode_query or ImportMode.SKIP
-    try:
-        with _http_errors():
-            data = await _read_upload(file, services.settings.max_snapshot_bytes, "snapshot")
-            expected = engine_models(services.settings)
-            entries = await asyncio.to_thread(
-                snapshots.parse_snapshot, data, expected, services.settings.max_snapshot_bytes
-            )
-            counts = await snapshots.import_entries(services.store.sessions, entries, mode)
-    except VoxgateError as exc:
-        await _event(services, "snapshot_import", user, "refused", mode=mode.value, error=exc.message)
-        raise
-    result = ImportResult(imported=counts.imported, overwritten=counts.overwritten, skipped=counts.skipped)
-    await _event(services, "snapshot_import", user, mode=mode.value, **result.model_dump())
-    return result
+    data = await _read_upload(file, runtime.settings.max_snapshot_bytes, "snapshot")
+    counts = await backups.import_snapshot(runtime, data, mode, user)
+    return ImportResult(imported=counts.imported, overwritten=counts.overwritten, skipped=counts.skipped)
 
 
 # -- backup and restore -----------------------------------------------------------------------------------
@@ -443,15 +384,13 @@ async def snapshot_import(
         401: UNAUTHORIZED,
     },
 )
-async def backup(user: User, services: ServicesDep) -> Response:
+async def backup(user: User, runtime: RuntimeDep) -> Response:
     """A consistent backup (one read transaction) of voiceprints, calibration profiles, runtime settings
     and webhook subscriptions, with a sha256 of its payload. Not included: the API account and tokens
     (a restore never changes who can log in) and the event log (the audit and billing record survives
     a restore). The file holds webhook secrets: keep it as safe as the store. Restore it with
     `POST /api/v2/maintenance/loadbackup`; the same file restores into SQLite or PostgreSQL."""
-    document = await backups.create_backup(services.store.sessions)
-    data = await asyncio.to_thread(backups.encode_backup, document)
-    await _event(services, "backup", user, bytes=len(data), **document["counts"])
+    data = await backups.create_backup(runtime, user)
     return Response(
         content=data,
         media_type="application/gzip",
@@ -480,7 +419,7 @@ async def backup(user: User, services: ServicesDep) -> Response:
 )
 async def loadbackup(
     user: User,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     file: Annotated[
         UploadFile, File(description="A backup from `GET /api/v2/maintenance/backup` (gzip or plain JSON).")
     ],
@@ -490,23 +429,9 @@ async def loadbackup(
     (format, sha256 of the payload, every row, the vectors' models against the engine's); then the tables
     are replaced in one transaction. A bad or truncated file is refused with 400 and the store stays
     exactly as it was. Maintenance mode stays on: unlock when done."""
-    if not services.locked:
-        raise Conflict(
-            "a backup can only be restored in maintenance mode: GET /api/v2/lock first (and close running "
-            "streams with POST /api/v2/maintenance/force_off)"
-        )
-    try:
-        with _http_errors():
-            data = await _read_upload(file, services.settings.max_snapshot_bytes, "backup")
-            expected = engine_models(services.settings)
-            parsed = await asyncio.to_thread(
-                backups.parse_backup, data, expected, services.settings.max_snapshot_bytes
-            )
-            counts = await backups.restore(services.store.sessions, parsed)
-    except VoxgateError as exc:
-        await _event(services, "restore", user, "refused", error=exc.message)
-        raise
-    await _event(services, "restore", user, backup_created=parsed.created, restored=counts)
+    maintenance.require_locked(runtime)  # before the upload is read
+    data = await _read_upload(file, runtime.settings.max_snapshot_bytes, "backup")
+    parsed, counts = await backups.restore_backup(runtime, data, user)
     return RestoreResult(
         voiceprints=counts["voiceprints"],
         profiles=counts["profiles"],
@@ -543,19 +468,18 @@ async def loadbackup(
 )
 async def asp_upload(
     user: User,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     file: Annotated[
         UploadFile, File(description="A calibration profile JSON (as `voxgate calibrate` writes it).")
     ],
 ) -> AspInfo:
     """Store a calibration profile (not yet active: activate it with `POST /api/v2/maintenance/asp/{uuid}/active`).
     The profile must carry its content hash and match it: an edited profile is refused."""
-    with _http_errors():
-        data = await _read_upload(file, services.settings.max_profile_bytes, "calibration profile")
-        profile = profiles.parse_upload(data)
-        profiles.check_fits(profile, engine_models(services.settings))
-        info = await profiles.add_profile(services.store.sessions, profile)
-    await _event(services, "asp_upload", user, uuid=info.uuid, name=info.name, hash=info.content_hash)
+    data = await _read_upload(file, runtime.settings.max_profile_bytes, "calibration profile")
+    profile = profiles.parse_upload(data)
+    profiles.check_fits(profile, engine_models(runtime.settings))
+    info = await profiles.add_profile(runtime.store.sessions, profile)
+    await maintenance.record(runtime, "asp_upload", user, uuid=info.uuid, name=info.name, hash=info.content_hash)
     return _asp(info)
 
 
@@ -565,9 +489,9 @@ async def asp_upload(
     summary="List the calibration profiles",
     responses={401: UNAUTHORIZED},
 )
-async def asp_list(user: User, services: ServicesDep) -> list[AspInfo]:
+async def asp_list(user: User, runtime: RuntimeDep) -> list[AspInfo]:
     """Every stored profile (shipped ones first), which one is active."""
-    return [_asp(info) for info in await profiles.list_profiles(services.store.sessions)]
+    return [_asp(info) for info in await profiles.list_profiles(runtime.store.sessions)]
 
 
 @router.get(
@@ -576,10 +500,10 @@ async def asp_list(user: User, services: ServicesDep) -> list[AspInfo]:
     summary="The active calibration profile",
     responses={401: UNAUTHORIZED},
 )
-async def asp_active(user: User, services: ServicesDep) -> ActiveAsp:
+async def asp_active(user: User, runtime: RuntimeDep) -> ActiveAsp:
     """The profile scoring every verification, or null with the automatic choice used instead."""
-    info = await profiles.get_active(services.store.sessions)
-    return ActiveAsp(active=None if info is None else _asp(info), automatic=services.settings.profile)
+    info = await profiles.get_active(runtime.store.sessions)
+    return ActiveAsp(active=None if info is None else _asp(info), automatic=runtime.settings.profile)
 
 
 @router.get(
@@ -588,9 +512,8 @@ async def asp_active(user: User, services: ServicesDep) -> ActiveAsp:
     summary="One calibration profile, in full",
     responses={401: UNAUTHORIZED, 404: PROFILE_NOT_FOUND},
 )
-async def asp_get(uuid: str, user: User, services: ServicesDep) -> AspDocument:
-    with _http_errors():
-        info, document = await profiles.get_profile(services.store.sessions, uuid)
+async def asp_get(uuid: str, user: User, runtime: RuntimeDep) -> AspDocument:
+    info, document = await profiles.get_profile(runtime.store.sessions, uuid)
     return AspDocument(**_asp(info).model_dump(), document=document)
 
 
@@ -606,12 +529,11 @@ async def asp_get(uuid: str, user: User, services: ServicesDep) -> AspDocument:
         409: _error("The profile is active, or shipped.", "calibration profile 3f1c... is active: ..."),
     },
 )
-async def asp_delete(uuid: str, user: User, services: ServicesDep) -> Response:
+async def asp_delete(uuid: str, user: User, runtime: RuntimeDep) -> Response:
     """Remove a stored profile. The active profile cannot be deleted (unset or replace it first), nor can a
     shipped one (it would come back at the next start)."""
-    with _http_errors():
-        info = await profiles.delete_profile(services.store.sessions, uuid)
-    await _event(services, "asp_delete", user, uuid=info.uuid, name=info.name)
+    info = await profiles.delete_profile(runtime.store.sessions, uuid)
+    await maintenance.record(runtime, "asp_delete", user, uuid=info.uuid, name=info.name)
     return Response(status_code=204)
 
 
@@ -627,16 +549,15 @@ async def asp_delete(uuid: str, user: User, services: ServicesDep) -> Response:
     },
 )
 async def asp_set_active(
-    uuid: str, request: Annotated[ActiveRequest, Body()], user: User, services: ServicesDep
+    uuid: str, request: Annotated[ActiveRequest, Body()], user: User, runtime: RuntimeDep
 ) -> ActiveAsp:
     """`{"active": true}` makes this profile score every verification, on every channel. `{"active": false}`
     unsets it (if it is the active one): scoring goes back to automatic per-channel shipped profiles."""
-    with _http_errors():
-        info = await profiles.set_active(
-            services.store.sessions, uuid, request.active, engine_models(services.settings)
-        )
-    await _event(services, "asp_activate" if request.active else "asp_deactivate", user, uuid=uuid)
-    return ActiveAsp(active=None if info is None else _asp(info), automatic=services.settings.profile)
+    info = await profiles.set_active(
+        runtime.store.sessions, uuid, request.active, engine_models(runtime.settings)
+    )
+    await maintenance.record(runtime, "asp_activate" if request.active else "asp_deactivate", user, uuid=uuid)
+    return ActiveAsp(active=None if info is None else _asp(info), automatic=runtime.settings.profile)
 
 
 @router.post(
@@ -650,28 +571,9 @@ async def asp_set_active(
         503: NO_MODELS,
     },
 )
-async def load_asp(name: str, user: User, services: ServicesDep) -> AspInfo:
+async def load_asp(name: str, user: User, runtime: RuntimeDep) -> AspInfo:
     """Store the shipped profile `name` (e.g. `telephone`, `wideband-ecapa`) if it is not stored yet, and
     make it the active one. Idempotent."""
-    with _http_errors():
-        info = await profiles.load_shipped(services.store.sessions, name, engine_models(services.settings))
-    await _event(services, "asp_load", user, uuid=info.uuid, name=name)
+    info = await profiles.load_shipped(runtime.store.sessions, name, engine_models(runtime.settings))
+    await maintenance.record(runtime, "asp_load", user, uuid=info.uuid, name=name)
     return _asp(info)
-
-
-# -- lifecycle --------------------------------------------------------------------------------------------
-
-
-async def startup(services: Services) -> None:
-    """Maintenance mode as persisted; the shipped calibration profiles present in the store."""
-    sessions = services.store.sessions
-    services.locked = bool(await settings_kv.get(sessions, settings_kv.MAINTENANCE, False))
-    added = await profiles.ensure_shipped(sessions)
-    if added:
-        log.info("stored %d shipped calibration profiles", added)
-    if services.locked:
-        log.warning("starting in maintenance mode: %s", LOCK_HINT)
-
-
-async def shutdown(services: Services) -> None:
-    """Nothing to release."""

@@ -15,19 +15,19 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from voxgate.api.deps import ServicesDep, User
-from voxgate.api.errors import UNAUTHORIZED, BadRequest, NoCapacity, NotFound, error_response
-from voxgate.api.state import Services
+from voxgate.api.deps import RuntimeDep, User
+from voxgate.api.errors import error_response
+from voxgate.api.schemas import UNAUTHORIZED, PbxRegistration, registration_model
+from voxgate.service import telephony
+from voxgate.service.runtime import Runtime
 from voxgate.store import pbx as store
-from voxgate.store.pbx import PbxNotFound, PbxRecord
-from voxgate.telephony.agent import AgentOptions, PbxConfig, Registration
-from voxgate.telephony.instances import PbxInstances
+from voxgate.store.pbx import PbxRecord
+from voxgate.telephony.agent import Registration
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v2/pbx", tags=["pbx"])
 
-EXTRAS_KEY = "pbx"
 Host = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")]
 Token = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s<>@:;\"\x00-\x1f\x7f]+$")
@@ -79,18 +79,6 @@ class PbxCreate(BaseModel):
         return self
 
 
-class PbxRegistration(BaseModel):
-    state: Literal["stopped", "registering", "registered", "failed"] = Field(
-        description="`registered`; `registering` (first attempt under way); `failed` (retrying with "
-        "backoff, see `reason`); `stopped`.",
-    )
-    reason: str | None = Field(default=None, description="Why the last registration failed.")
-    registered_until: datetime | None = Field(default=None, description="When the registration expires.")
-    next_refresh: datetime | None = Field(
-        default=None, description="When it is refreshed (or retried after a failure)."
-    )
-
-
 class PbxInstance(BaseModel):
     id: str = Field(description="The instance's id.")
     name: str
@@ -119,56 +107,10 @@ class PbxList(BaseModel):
 # -- helpers --------------------------------------------------------------------------------------------
 
 
-def instances(services: Services) -> PbxInstances:
-    running = services.extras.get(EXTRAS_KEY)
-    if not isinstance(running, PbxInstances):
-        raise NoCapacity("telephony is not running (the server is starting or stopping)")
-    return running
-
-
-def registration_model(registration: Registration) -> PbxRegistration:
-    return PbxRegistration(
-        state=registration.state,  # type: ignore[arg-type]
-        reason=registration.reason,
-        registered_until=registration.registered_until,
-        next_refresh=registration.next_refresh,
-    )
-
-
-def registration_states(services: Services) -> dict[str, PbxRegistration]:
-    """The registration of every started instance, by id (for ``/api/v2/status``)."""
-    running = services.extras.get(EXTRAS_KEY)
-    if not isinstance(running, PbxInstances):
-        return {}
-    return {pbx_id: registration_model(agent.registration) for pbx_id, agent in running.agents.items()}
-
-
-def agent_config(record: PbxRecord, services: Services) -> PbxConfig:
+def _instance(record: PbxRecord, runtime: Runtime) -> PbxInstance:
     config = record.config
-    settings = services.settings
-    return PbxConfig(
-        id=record.uuid,
-        host=str(config["host"]),
-        port=int(config.get("port", 5060)),
-        transport=str(config.get("transport", "udp")),
-        username=str(config["username"]),
-        password=record.password,
-        domain=config.get("domain"),
-        expires_s=int(config.get("expires", 300)),
-        contact_user=config.get("contact_user"),
-        rtp_port_min=int(config.get("rtp_port_min", 20000)),
-        rtp_port_max=int(config.get("rtp_port_max", 20999)),
-        codecs=list(config.get("codecs", ["PCMU", "PCMA"])),
-        local_host=settings.sip_bind_host,
-        local_port=int(config.get("local_port", 0)),
-        public_host=settings.sip_public_host,
-    )
-
-
-def _instance(record: PbxRecord, services: Services) -> PbxInstance:
-    config = record.config
-    running = services.extras.get(EXTRAS_KEY)
-    agent = running.agents.get(record.uuid) if isinstance(running, PbxInstances) else None
+    running = runtime.pbx_instances
+    agent = running.agents.get(record.uuid) if running is not None else None
     return PbxInstance(
         id=record.uuid,
         name=record.name,
@@ -191,20 +133,6 @@ def _instance(record: PbxRecord, services: Services) -> PbxInstance:
     )
 
 
-async def _record(services: Services, pbx_id: str) -> PbxRecord:
-    try:
-        return await store.get(services.store.sessions, pbx_id)
-    except PbxNotFound as exc:
-        raise NotFound(exc.message) from exc
-
-
-async def _start(services: Services, record: PbxRecord) -> None:
-    try:
-        await instances(services).start(agent_config(record, services))
-    except (OSError, ValueError) as exc:  # the local SIP port is taken, a bad RTP range...
-        raise BadRequest(f"PBX instance {record.uuid} cannot start: {exc}") from exc
-
-
 # -- endpoints -------------------------------------------------------------------------------------------
 
 
@@ -216,17 +144,17 @@ async def _start(services: Services, record: PbxRecord) -> None:
     description="Stores a SIP account to register with. It does not register until started.",
     responses={401: UNAUTHORIZED},
 )
-async def create_pbx(body: PbxCreate, user: User, services: ServicesDep) -> PbxInstance:
+async def create_pbx(body: PbxCreate, user: User, runtime: RuntimeDep) -> PbxInstance:
     config = body.model_dump(exclude={"name", "password"})
-    record = await store.create(services.store.sessions, body.name, config, body.password)
+    record = await store.create(runtime.store.sessions, body.name, config, body.password)
     log.info("PBX instance added", extra={"pbx": record.uuid, "host": body.host})
-    return _instance(record, services)
+    return _instance(record, runtime)
 
 
 @router.get("/", response_model=PbxList, summary="List PBX instances", responses={401: UNAUTHORIZED})
-async def list_pbx(user: User, services: ServicesDep) -> PbxList:
-    records = await store.list_all(services.store.sessions)
-    return PbxList(instances=[_instance(r, services) for r in records])
+async def list_pbx(user: User, runtime: RuntimeDep) -> PbxList:
+    records = await store.list_all(runtime.store.sessions)
+    return PbxList(instances=[_instance(r, runtime) for r in records])
 
 
 @router.get(
@@ -235,8 +163,8 @@ async def list_pbx(user: User, services: ServicesDep) -> PbxList:
     summary="A PBX instance and its registration",
     responses={401: UNAUTHORIZED, 404: PBX_NOT_FOUND},
 )
-async def get_pbx(pbx_id: str, user: User, services: ServicesDep) -> PbxInstance:
-    return _instance(await _record(services, pbx_id), services)
+async def get_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> PbxInstance:
+    return _instance(await store.get(runtime.store.sessions, pbx_id), runtime)
 
 
 @router.delete(
@@ -246,10 +174,10 @@ async def get_pbx(pbx_id: str, user: User, services: ServicesDep) -> PbxInstance
     description="Stops it first if it runs (its calls are hung up, it unregisters).",
     responses={401: UNAUTHORIZED, 404: PBX_NOT_FOUND},
 )
-async def delete_pbx(pbx_id: str, user: User, services: ServicesDep) -> None:
-    record = await _record(services, pbx_id)
-    await instances(services).stop(record.uuid)
-    await store.delete(services.store.sessions, record.uuid)
+async def delete_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> None:
+    record = await store.get(runtime.store.sessions, pbx_id)
+    await runtime.pbx.stop(record.uuid)
+    await store.delete(runtime.store.sessions, record.uuid)
 
 
 @router.post(
@@ -260,11 +188,11 @@ async def delete_pbx(pbx_id: str, user: User, services: ServicesDep) -> None:
     "It stays started across server restarts until stopped.",
     responses={401: UNAUTHORIZED, 404: PBX_NOT_FOUND, 400: error_response("It cannot start.", "...")},
 )
-async def start_pbx(pbx_id: str, user: User, services: ServicesDep) -> PbxInstance:
-    record = await _record(services, pbx_id)
-    await _start(services, record)
-    await store.set_started(services.store.sessions, record.uuid, True)
-    return _instance(await _record(services, pbx_id), services)
+async def start_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> PbxInstance:
+    record = await store.get(runtime.store.sessions, pbx_id)
+    await telephony.start_instance(runtime.pbx, record, runtime.settings)
+    await store.set_started(runtime.store.sessions, record.uuid, True)
+    return _instance(await store.get(runtime.store.sessions, pbx_id), runtime)
 
 
 @router.post(
@@ -274,37 +202,8 @@ async def start_pbx(pbx_id: str, user: User, services: ServicesDep) -> PbxInstan
     description="Hangs up its calls (their streams close), unregisters and closes its ports.",
     responses={401: UNAUTHORIZED, 404: PBX_NOT_FOUND},
 )
-async def stop_pbx(pbx_id: str, user: User, services: ServicesDep) -> PbxInstance:
-    record = await _record(services, pbx_id)
-    await instances(services).stop(record.uuid)
-    await store.set_started(services.store.sessions, record.uuid, False)
-    return _instance(await _record(services, pbx_id), services)
-
-
-# -- lifecycle -------------------------------------------------------------------------------------------
-
-
-async def startup(services: Services) -> None:
-    """Start the instances that were started when the server stopped (after the stream registry)."""
-    if services.streams is None:
-        raise RuntimeError("the stream registry must start before telephony")
-    settings = services.settings
-    running = PbxInstances(
-        services.streams,
-        AgentOptions(rtp_timeout_s=settings.rtp_timeout_s),
-        admit=lambda: not services.locked,
-    )
-    services.extras[EXTRAS_KEY] = running
-    for record in await store.list_all(services.store.sessions):
-        if record.started:
-            try:
-                await running.start(agent_config(record, services))
-            except (OSError, ValueError) as exc:
-                log.error("PBX instance %s did not start: %s", record.uuid, exc, extra={"pbx": record.uuid})
-
-
-async def shutdown(services: Services) -> None:
-    """Hang up every call and unregister every instance (before the stream registry stops)."""
-    running = services.extras.pop(EXTRAS_KEY, None)
-    if isinstance(running, PbxInstances):
-        await running.stop_all()
+async def stop_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> PbxInstance:
+    record = await store.get(runtime.store.sessions, pbx_id)
+    await runtime.pbx.stop(record.uuid)
+    await store.set_started(runtime.store.sessions, record.uuid, False)
+    return _instance(await store.get(runtime.store.sessions, pbx_id), runtime)

@@ -7,42 +7,33 @@ stream's :class:`~voxgate.streams.session.StreamSession`; the biometrics happen 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from voxgate import __version__
-from voxgate.api.deps import ServicesDep, Unlocked, User
-from voxgate.api.errors import (
+from voxgate.api.deps import RuntimeDep, Unlocked, User
+from voxgate.api.errors import PayloadTooLarge, error_response
+from voxgate.api.schemas import (
+    INFO_EXAMPLE,
+    LOCKED,
+    MAX_INFO_KEYS,
+    STREAM_NOT_FOUND,
     UNAUTHORIZED,
-    Conflict,
-    NoCapacity,
-    NotFound,
-    PayloadTooLarge,
-    error_response,
+    UUID_EXAMPLE,
+    Info,
+    PbxRegistration,
+    registration_states,
 )
-from voxgate.api.routers.pbx import PbxRegistration, registration_states
-from voxgate.api.state import Services
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
-from voxgate.store import events, profiles
-from voxgate.streams import (
-    StreamCapacity,
-    StreamExists,
-    StreamNotFound,
-    StreamRegistry,
-    StreamSession,
-    StreamType,
-)
+from voxgate.service.runtime import Runtime
+from voxgate.store import profiles
+from voxgate.streams import StreamSession, StreamType
 from voxgate.streams.inference import InferenceEngine
-from voxgate.streams.registry import StartListener, StopListener
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +44,6 @@ MAX_FREQUENCY_HZ = 48000
 # Bytes collected from the request body before they go to the stream's worker thread together: tiny
 # network chunks do not each pay a thread hop. 16 KiB = 1 s at 8 kHz.
 FEED_BYTES = 16 * 1024
-
-MAX_INFO_KEYS = 64
-InfoKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-InfoValue = (
-    Annotated[str, StringConstraints(max_length=1024)]
-    | bool
-    | int
-    | Annotated[float, Field(allow_inf_nan=False)]
-)
-Info = dict[InfoKey, InfoValue]
-
-INFO_EXAMPLE = {"source_uuid": "crm-line-7", "callid": "a84b4c76e66710", "caller": "+420123456789"}
-UUID_EXAMPLE = "3f2b8c1e-7d4a-4e8b-9c0d-5a6b7c8d9e0f"
 
 # -- schemas -------------------------------------------------------------------------------------------
 
@@ -206,39 +184,7 @@ class Status(BaseModel):
     )
 
 
-STREAM_NOT_FOUND = error_response(
-    "No running stream with that uuid (never opened, closed, timed out, or not a uuid).",
-    f"no running HTTP stream {UUID_EXAMPLE} (never opened, closed, or timed out)",
-)
-LOCKED = error_response(
-    "Maintenance mode.", "voxgate is in maintenance mode: unlock it with GET /api/v2/maintenance/unlock"
-)
-
-# -- helpers shared with the voiceprints router ----------------------------------------------------------
-
-
-def registry(services: Services) -> StreamRegistry:
-    if services.streams is None:
-        raise NoCapacity("streams are not running (the server is starting or stopping)")
-    return services.streams
-
-
-@contextlib.contextmanager
-def stream_errors() -> Iterator[None]:
-    """Translate the stream engine's errors to HTTP ones."""
-    try:
-        yield
-    except StreamNotFound as exc:  # StreamClosed included
-        raise NotFound(exc.message) from exc
-    except StreamExists as exc:
-        raise Conflict(exc.message) from exc
-    except StreamCapacity as exc:
-        raise NoCapacity(exc.message) from exc
-
-
-def get_stream(services: Services, stream_uuid: str, type: StreamType | None = None) -> StreamSession:
-    with stream_errors():
-        return registry(services).get(stream_uuid, type)
+# -- helpers -----------------------------------------------------------------------------------------
 
 
 def _state(session: StreamSession, received_bytes: int | None = None) -> StreamState:
@@ -288,11 +234,10 @@ def _info(session: StreamSession) -> StreamInfo:
     },
 )
 async def open_stream(
-    user: User, services: ServicesDep, body: Annotated[StreamOpenRequest | None, Body()] = None
+    user: User, runtime: RuntimeDep, body: Annotated[StreamOpenRequest | None, Body()] = None
 ) -> StreamOpened:
     body = body or StreamOpenRequest()
-    with stream_errors():
-        session = await registry(services).create(StreamType.HTTP, body.frequency, body.info or {})
+    session = await runtime.streams.create(StreamType.HTTP, body.frequency, body.info or {})
     return StreamOpened(uuid=session.uuid)
 
 
@@ -317,32 +262,31 @@ async def open_stream(
         413: error_response("Request body too large.", "..."),
     },
 )
-async def stream_data(uuid: str, request: Request, user: User, services: ServicesDep) -> StreamState:
-    session = get_stream(services, uuid, StreamType.HTTP)
-    limit = services.settings.max_stream_request_bytes
+async def stream_data(uuid: str, request: Request, user: User, runtime: RuntimeDep) -> StreamState:
+    session = runtime.streams.get(uuid, StreamType.HTTP)
+    limit = runtime.settings.max_stream_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; one request may carry at most {limit}")
     received = 0
     pending = bytearray()
-    with stream_errors():
-        async for chunk in request.stream():
-            if not chunk:
-                continue
-            received += len(chunk)
-            if received > limit:
-                raise PayloadTooLarge(
-                    f"the body passed {limit} bytes, the most one request may carry; the audio "
-                    "before that was kept: continue in a new request"
-                )
-            session.touch()
-            pending += chunk
-            if len(pending) >= FEED_BYTES:
-                data = bytes(pending)
-                pending.clear()
-                await session.feed_pcm16(data)
-        if pending:
-            await session.feed_pcm16(bytes(pending))
+    async for chunk in request.stream():
+        if not chunk:
+            continue
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(
+                f"the body passed {limit} bytes, the most one request may carry; the audio "
+                "before that was kept: continue in a new request"
+            )
+        session.touch()
+        pending += chunk
+        if len(pending) >= FEED_BYTES:
+            data = bytes(pending)
+            pending.clear()
+            await session.feed_pcm16(data)
+    if pending:
+        await session.feed_pcm16(bytes(pending))
     await session.settled()
     return _state(session, received)
 
@@ -354,10 +298,9 @@ async def stream_data(uuid: str, request: Request, user: User, services: Service
     description="Closes the stream; its uuid can no longer be enrolled or verified.",
     responses={401: UNAUTHORIZED, 404: STREAM_NOT_FOUND},
 )
-async def close_stream(uuid: str, user: User, services: ServicesDep) -> StreamState:
-    session = get_stream(services, uuid, StreamType.HTTP)
-    with stream_errors():
-        await registry(services).close(session.uuid, "closed")
+async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamState:
+    session = runtime.streams.get(uuid, StreamType.HTTP)
+    await runtime.streams.close(session.uuid, "closed")
     return _state(session)
 
 
@@ -370,8 +313,8 @@ async def close_stream(uuid: str, user: User, services: ServicesDep) -> StreamSt
     summary="List live streams",
     responses={401: UNAUTHORIZED},
 )
-async def list_streams(user: User, services: ServicesDep) -> StreamList:
-    return StreamList(streams=[_info(s) for s in registry(services).all()])
+async def list_streams(user: User, runtime: RuntimeDep) -> StreamList:
+    return StreamList(streams=[_info(s) for s in runtime.streams.all()])
 
 
 @router.post(
@@ -383,17 +326,17 @@ async def list_streams(user: User, services: ServicesDep) -> StreamList:
     responses={401: UNAUTHORIZED},
 )
 async def find_streams(
-    user: User, services: ServicesDep, body: Annotated[StreamQuery | None, Body()] = None
+    user: User, runtime: RuntimeDep, body: Annotated[StreamQuery | None, Body()] = None
 ) -> StreamList:
     body = body or StreamQuery()
-    found = registry(services).find(body.uuid, body.info)
+    found = runtime.streams.find(body.uuid, body.info)
     return StreamList(streams=[_info(s) for s in found])
 
 
-async def _profile_summary(services: Services, sample_rate_hz: int) -> ProfileSummary | None:
+async def _profile_summary(runtime: Runtime, sample_rate_hz: int) -> ProfileSummary | None:
     try:
         profile: CalibrationProfile = await profiles.active_profile(
-            services.store.sessions, sample_rate_hz, services.settings.profile
+            runtime.store.sessions, sample_rate_hz, runtime.settings.profile
         )
     except ProfileError as exc:
         log.error("no calibration profile for %d Hz: %s", sample_rate_hz, exc)
@@ -410,9 +353,9 @@ async def _profile_summary(services: Services, sample_rate_hz: int) -> ProfileSu
     "models, the calibration profiles in use and maintenance mode.",
     responses={401: UNAUTHORIZED},
 )
-async def status(user: User, services: ServicesDep) -> Status:
-    streams = registry(services)
-    biometrics = services.biometrics
+async def status(user: User, runtime: RuntimeDep) -> Status:
+    streams = runtime.streams
+    biometrics = runtime.biometrics
     models = (
         []
         if biometrics is None
@@ -429,11 +372,11 @@ async def status(user: User, services: ServicesDep) -> Status:
         max_streams=streams.max_streams,
         models=models,
         profiles={
-            Channel.TELEPHONE.value: await _profile_summary(services, 8000),
-            Channel.WIDEBAND.value: await _profile_summary(services, 16000),
+            Channel.TELEPHONE.value: await _profile_summary(runtime, 8000),
+            Channel.WIDEBAND.value: await _profile_summary(runtime, 16000),
         },
-        maintenance=services.locked,
-        pbx=registration_states(services),
+        maintenance=runtime.locked,
+        pbx=registration_states(runtime),
         engine=_engine_status(streams.engine),
     )
 
@@ -448,69 +391,3 @@ def _engine_status(engine: InferenceEngine | None) -> EngineStatus | None:
         chunks=stats.chunks,
         mean_vad_batch=round(stats.mean_vad_batch, 2),
     )
-
-
-# -- lifecycle -----------------------------------------------------------------------------------------
-
-
-def _listeners(services: Services) -> tuple[StartListener, StopListener]:
-    sessions = services.store.sessions
-
-    async def on_start(session: StreamSession) -> None:
-        await events.record(
-            sessions,
-            events.STREAM_START,
-            events.OK,
-            stream_uuid=session.uuid,
-            stream_type=session.type.value,
-            sample_rate_hz=session.sample_rate_hz,
-            info=session.info,
-        )
-
-    async def on_stop(session: StreamSession, reason: str) -> None:
-        await events.record(
-            sessions,
-            events.STREAM_STOP,
-            reason,
-            stream_uuid=session.uuid,
-            duration_s=round(time.monotonic() - session.started_monotonic, 3),
-            stream_type=session.type.value,
-            sample_rate_hz=session.sample_rate_hz,
-            info=session.info,
-            audio_s=round(session.duration_s, 3),
-            speech_s=round(session.speech_s, 3),
-        )
-
-    return on_start, on_stop
-
-
-async def startup(services: Services) -> None:
-    """Start the stream registry (after the voiceprints router loaded the models) and its idle timeout."""
-    on_start, on_stop = _listeners(services)
-    settings = services.settings
-    engine = None
-    if services.biometrics is not None:
-        engine = InferenceEngine(services.biometrics, max_backlog_s=settings.stream_max_backlog_s)
-        engine.start()
-    streams = StreamRegistry(
-        services.biometrics,
-        on_start=on_start,
-        on_stop=on_stop,
-        max_streams=settings.max_streams,
-        idle_timeout_s=settings.stream_idle_timeout_s,
-        chunk_s=settings.stream_chunk_s,
-        max_speech_s=settings.stream_max_speech_s,
-        engine=engine,
-    )
-    streams.start()
-    services.streams = streams
-
-
-async def shutdown(services: Services) -> None:
-    """Stop the idle timeout and close every stream (each records its stream_stop event)."""
-    streams, services.streams = services.streams, None
-    if streams is not None:
-        await streams.stop()
-        await streams.close_all("shutdown")
-        if streams.engine is not None:
-            await asyncio.to_thread(streams.engine.stop)

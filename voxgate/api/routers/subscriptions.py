@@ -1,7 +1,7 @@
 """Webhook subscriptions (Voice Verify's ``/api/v2/subscription``) and the webhook machinery's lifecycle.
 
 The router only validates and stores subscriptions; what sends callbacks, when and how, is
-:mod:`voxgate.api.webhooks`. Its startup runs after the streams router's, whose registry it listens to.
+:mod:`voxgate.service.webhooks`. Its startup runs after the streams router's, whose registry it listens to.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from voxgate.api.deps import ServicesDep, Unlocked, User
-from voxgate.api.errors import UNAUTHORIZED, BadRequest, Conflict, NotFound, error_response
-from voxgate.api.routers.streams import INFO_EXAMPLE, LOCKED, MAX_INFO_KEYS, UUID_EXAMPLE, Info, get_stream
-from voxgate.api.state import Services
-from voxgate.api.webhooks import (
+from voxgate.api.deps import RuntimeDep, Unlocked, User
+from voxgate.api.errors import BadRequest, error_response
+from voxgate.api.schemas import INFO_EXAMPLE, LOCKED, MAX_INFO_KEYS, UNAUTHORIZED, UUID_EXAMPLE, Info
+from voxgate.service.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     DeliveryStats,
     Webhooks,
-    WebhookSender,
     check_url,
     redact,
 )
@@ -32,7 +30,7 @@ from voxgate.store.subscriptions import (
     MAX_EXTERNAL_ID,
     MAX_URL,
     Subscription,
-    SubscriptionExists,
+    SubscriptionNotFound,
 )
 from voxgate.streams.registry import parse_uuid
 
@@ -40,8 +38,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["webhooks"])
 
-HOOKS = "webhooks"  # key of the running Webhooks in Services.extras
-SHUTDOWN_DRAIN_S = 5.0  # at most this long for queued callbacks to go out at shutdown
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 SubscriptionType = Literal["streams", "enroll", "verify"]
 WEBHOOK_EXAMPLE = "https://crm.example.com/voxgate/callbacks"
@@ -187,11 +183,6 @@ class SubscriptionsDeleted(BaseModel):
 # -- helpers -------------------------------------------------------------------------------------------
 
 
-def hooks_of(services: Services) -> Webhooks | None:
-    hooks = services.extras.get(HOOKS)
-    return hooks if isinstance(hooks, Webhooks) else None
-
-
 def _counts(stats: DeliveryStats | None) -> DeliveryCounts:
     if stats is None:
         return DeliveryCounts(
@@ -302,16 +293,14 @@ delivered skips a tick.
         }
     },
 )
-async def subscribe(body: SubscriptionRequest, user: User, services: ServicesDep) -> SubscriptionCreated:
+async def subscribe(body: SubscriptionRequest, user: User, runtime: RuntimeDep) -> SubscriptionCreated:
     channel = body.channel_uuid
     if body.type != "streams":
-        channel = get_stream(services, channel).uuid  # live here, and in its canonical form
+        channel = runtime.streams.get(channel).uuid  # live here, and in its canonical form
     try:
         created = await subscriptions.add(
-            services.store.sessions, body.type, channel, body.webhook, body.external_id
+            runtime.store.sessions, body.type, channel, body.webhook, body.external_id
         )
-    except SubscriptionExists as exc:
-        raise Conflict(exc.message) from exc
     except ValueError as exc:  # validated above; the store's own checks, just in case
         raise BadRequest(str(exc)) from exc
     log.info(
@@ -339,16 +328,16 @@ async def subscribe(body: SubscriptionRequest, user: User, services: ServicesDep
 )
 async def list_subscriptions(
     user: User,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     type: Annotated[SubscriptionType | None, Query(description="Only this type.")] = None,
     channel_uuid: Annotated[
         str | None, Query(max_length=MAX_CHANNEL, pattern=NO_NUL, description="Only this channel.")
     ] = None,
 ) -> SubscriptionList:
     found = await subscriptions.find(
-        services.store.sessions, types=() if type is None else (type,), channel_uuid=channel_uuid
+        runtime.store.sessions, types=() if type is None else (type,), channel_uuid=channel_uuid
     )
-    hooks = hooks_of(services)
+    hooks = runtime.webhooks
     return SubscriptionList(subscriptions=[_out(s, hooks) for s in found])
 
 
@@ -365,9 +354,9 @@ async def list_subscriptions(
     },
 )
 async def unsubscribe(
-    body: Annotated[SubscriptionDeleteRequest, Body()], user: User, services: ServicesDep
+    body: Annotated[SubscriptionDeleteRequest, Body()], user: User, runtime: RuntimeDep
 ) -> SubscriptionsDeleted:
-    sessions = services.store.sessions
+    sessions = runtime.store.sessions
     types = () if body.type is None else (body.type,)
     external_id = (body.info or {}).get("external_id")
     match: dict[str, Any] = {
@@ -383,36 +372,10 @@ async def unsubscribe(
         for channel in _channels(body.channel_uuid, body.type):
             deleted += await subscriptions.remove(sessions, channel_uuid=channel, **match)
     if not deleted:
-        raise NotFound("no subscription matches")
-    hooks = hooks_of(services)
+        raise SubscriptionNotFound("no subscription matches")
+    hooks = runtime.webhooks
     for subscription in deleted:
         if hooks is not None:
             hooks.sender.forget(subscription.uuid)
     log.info("webhooks unsubscribed", extra={"subscriptions": [s.uuid for s in deleted]})
     return SubscriptionsDeleted(deleted=[s.uuid for s in deleted])
-
-
-# -- lifecycle -----------------------------------------------------------------------------------------
-
-
-async def startup(services: Services) -> None:
-    """Start the callback queue, its workers and the enroll/verify ticker; listen to stream starts/stops
-    (the streams router started the registry before this)."""
-    settings = services.settings
-    hooks = Webhooks(
-        services,
-        WebhookSender.from_settings(services.store.sessions, settings),
-        interval_s=settings.webhook_interval_s,
-    )
-    if services.streams is not None:
-        hooks.attach(services.streams)
-    hooks.start()
-    services.extras[HOOKS] = hooks
-
-
-async def shutdown(services: Services) -> None:
-    """Stop ticking, announce the end of the streams still open, send what is queued (briefly)."""
-    hooks = hooks_of(services)
-    services.extras.pop(HOOKS, None)
-    if hooks is not None:
-        await hooks.stop(drain_s=min(SHUTDOWN_DRAIN_S, services.settings.webhook_timeout_s))

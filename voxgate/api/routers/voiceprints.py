@@ -14,52 +14,26 @@ Outcomes (Voice Verify's three enrollment outcomes and verification results):
   calibrated score (an LLR), or 200 ``result: not_enough_speech`` (score null) below
   ``VOXGATE_MIN_VERIFY_SPEECH_S``; 404 when the voiceprint (or the stream) does not exist.
 
-The enroll and verify logic lives in :mod:`voxgate.api.stream_actions`, shared with the webhooks; these
-handlers only turn its outcomes into responses.
+The enroll and verify logic lives in :mod:`voxgate.service.enrollment` and :mod:`voxgate.service.verification`,
+shared with the webhooks and the CLI; these handlers only turn its outcomes into responses.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, File, Form, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from voxgate.api.deps import ServicesDep, Unlocked, User
-from voxgate.api.errors import UNAUTHORIZED, BadRequest, error_response
-from voxgate.api.routers.streams import LOCKED, UUID_EXAMPLE, get_stream
-from voxgate.api.state import Services
-from voxgate.api.stream_actions import (
-    ENROLL_CREATED,
-    VOICEPRINT_NOT_FOUND,
-    enroll_stream,
-    model_name,
-    verify_stream,
-    voiceprint_exists,
-)
-from voxgate.audio.decode import decode_bytes
-from voxgate.audio.types import AudioLimits
-from voxgate.audio.vad import SegmentationRules
-from voxgate.biometrics.engine import Biometrics
-from voxgate.biometrics.models import MODEL_IDS
-from voxgate.biometrics.profile import resolve_profile
-from voxgate.biometrics.voiceprint import Voiceprint, combine
-from voxgate.errors import (
-    AudioError,
-    AudioTooLarge,
-    InsufficientSpeech,
-    ModelError,
-    ModelNotPrepared,
-    ProfileError,
-    VoiceprintExists,
-    VoiceprintNotFound,
-)
-from voxgate.settings import Settings
+from voxgate.api.deps import RuntimeDep, Unlocked, User
+from voxgate.api.errors import BadRequest, error_response
+from voxgate.api.schemas import LOCKED, UNAUTHORIZED, UUID_EXAMPLE
+from voxgate.errors import AudioTooLarge, VoiceprintExists, VoiceprintNotFound
+from voxgate.service import enrollment, verification
+from voxgate.service.enrollment import ENROLL_CREATED, MAX_RECORDINGS, Recording, model_name
 from voxgate.store import events, voiceprints
 from voxgate.store.voiceprints import MAX_EXTERNAL_ID
 
@@ -67,7 +41,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["voiceprints"])
 
-MAX_IMPORT_FILES = 32
 
 ExternalId = Annotated[
     str,
@@ -85,7 +58,7 @@ StreamUuid = Annotated[
 # -- schemas -------------------------------------------------------------------------------------------
 
 
-class StreamRequest(BaseModel):
+class StreamAction(BaseModel):
     uuid: StreamUuid
     external_id: ExternalId
 
@@ -190,74 +163,9 @@ NO_MODELS = error_response(
     "The models are not prepared.", "the biometric models are not loaded: run `voxgate models prepare`"
 )
 
-# -- the engine ----------------------------------------------------------------------------------------
-
-
-def engine_model_ids(settings: Settings) -> tuple[str, ...]:
-    """Every model a shipped profile (or the configured one) scores with, so that any of them can score
-    voiceprints made here: embeddings are made once, with all of these. ``VOXGATE_MODELS`` narrows them
-    (a faster live engine; profiles needing another model then cannot score)."""
-    if settings.models:
-        chosen = tuple(dict.fromkeys(m.strip() for m in settings.models.split(",") if m.strip()))
-        unknown = [m for m in chosen if m not in MODEL_IDS]
-        if unknown or not chosen:
-            raise ProfileError(
-                f"VOXGATE_MODELS names unknown models {unknown}; known: {', '.join(MODEL_IDS)}"
-            )
-        return chosen
-    ids: list[str] = []
-    for spec, rate_hz in (
-        ("wideband", 16000),
-        ("telephone", 8000),
-        (settings.profile, 8000),
-        (settings.profile, 16000),
-    ):
-        try:
-            ids.extend(resolve_profile(spec, rate_hz).model_ids)
-        except ProfileError as exc:
-            log.warning("profile %s: %s", spec, exc)
-    ordered = [m for m in MODEL_IDS if m in ids] + [m for m in dict.fromkeys(ids) if m not in MODEL_IDS]
-    if not ordered:
-        raise ProfileError("no calibration profile could be read, so no model is known to be needed")
-    return tuple(ordered)
-
-
-@lru_cache(maxsize=2)
-def _load_biometrics(
-    model_dir: Path,
-    model_ids: tuple[str, ...],
-    threads: int,
-    max_chunk_s: float,
-    vad_threshold: float,
-    int8: bool,
-) -> Biometrics:
-    """One engine per process and configuration: stateless (onnxruntime sessions), shared by all streams
-    and requests, and by the apps a test process creates."""
-    return Biometrics(
-        model_dir,
-        model_ids,
-        threads=threads,
-        rules=SegmentationRules(threshold=vad_threshold),
-        max_chunk_s=max_chunk_s,
-        int8=int8,
-    )
-
-
-def load_biometrics(settings: Settings) -> Biometrics:
-    return _load_biometrics(
-        settings.model_dir,
-        engine_model_ids(settings),
-        settings.onnx_threads,
-        settings.max_embed_chunk_s,
-        settings.vad_threshold,
-        settings.int8,
-    )
-
-
-def require_biometrics(services: Services) -> Biometrics:
-    if services.biometrics is None:
-        raise ModelNotPrepared("the biometric models are not loaded: run `voxgate models prepare`")
-    return services.biometrics
+# HTTP status of each enroll outcome (Voice Verify's): not enough speech yet 200, created 201; exists is an
+# error answer (409, raised).
+ENROLL_STATUS = {enrollment.NOT_ENOUGH_SPEECH: 200, enrollment.CREATED: 201}
 
 
 # -- enroll and verify on streams ----------------------------------------------------------------------
@@ -292,15 +200,15 @@ def require_biometrics(services: Services) -> Biometrics:
     },
 )
 async def enroll(
-    body: StreamRequest, response: Response, user: User, services: ServicesDep
+    body: StreamAction, response: Response, user: User, runtime: RuntimeDep
 ) -> EnrollResponse:
-    stream = get_stream(services, body.uuid)
-    outcome = await enroll_stream(services, stream, body.external_id)
-    if outcome.result == "exists":
+    stream = runtime.streams.get(body.uuid)
+    outcome = await enrollment.enroll_stream(runtime, stream, body.external_id)
+    if outcome.result == enrollment.EXISTS:
         raise VoiceprintExists(outcome.message)
-    response.status_code = outcome.status
+    response.status_code = ENROLL_STATUS[outcome.result]
     return EnrollResponse(
-        result=outcome.result,
+        result=outcome.result,  # exists was raised above
         detail=outcome.detail,
         uuid=stream.uuid,
         external_id=body.external_id,
@@ -320,13 +228,13 @@ async def enroll(
     dependencies=[Unlocked],
     responses={401: UNAUTHORIZED, 404: STREAM_OR_VOICEPRINT, 423: LOCKED, 503: NO_MODELS},
 )
-async def verify(body: StreamRequest, user: User, services: ServicesDep) -> VerifyResponse:
-    stream = get_stream(services, body.uuid)
-    outcome = await verify_stream(services, stream, body.external_id)
-    if outcome.result == VOICEPRINT_NOT_FOUND:
+async def verify(body: StreamAction, user: User, runtime: RuntimeDep) -> VerifyResponse:
+    stream = runtime.streams.get(body.uuid)
+    outcome = await verification.verify_stream(runtime, stream, body.external_id)
+    if outcome.result == verification.VOICEPRINT_NOT_FOUND:
         raise VoiceprintNotFound(outcome.message)
     return VerifyResponse(
-        result=outcome.result,
+        result=outcome.result,  # not found was raised above
         score=None if outcome.score is None else round(outcome.score, 4),
         speech_length=round(outcome.speech_s, 3),
         required_speech_length=outcome.required_s,
@@ -338,28 +246,6 @@ async def verify(body: StreamRequest, user: User, services: ServicesDep) -> Veri
 
 
 # -- recordings ----------------------------------------------------------------------------------------
-
-
-def _recording_voiceprint(
-    biometrics: Biometrics,
-    data: bytes,
-    filename: str,
-    limits: AudioLimits,
-    channel: int | None,
-    min_speech_s: float,
-) -> tuple[Voiceprint, RecordingResult]:
-    """Decode, find the speech, embed: blocking, run in a worker thread."""
-    audio = decode_bytes(data, limits=limits, channel=channel, filename=filename)
-    analysis = biometrics.analyse(audio)
-    voiceprint = biometrics.voiceprint(
-        analysis, min_speech_s=min_speech_s, what=f"an enrollment from {filename}"
-    )
-    return voiceprint, RecordingResult(
-        filename=filename,
-        duration_s=round(analysis.duration_s, 3),
-        speech_length=round(analysis.speech_s, 3),
-        sample_rate_hz=audio.sample_rate_hz,
-    )
 
 
 @router.post(
@@ -395,7 +281,7 @@ def _recording_voiceprint(
 )
 async def import_recordings(
     user: User,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     external_id: Annotated[
         str, Form(min_length=1, max_length=MAX_EXTERNAL_ID, description="The customer's id.")
     ],
@@ -407,66 +293,36 @@ async def import_recordings(
         bool, Form(description="Replace an existing voiceprint of this external_id.")
     ] = False,
 ) -> ImportResponse:
-    sessions = services.store.sessions
-    settings = services.settings
-    biometrics = require_biometrics(services)
-    if not files:
-        raise BadRequest("send at least one recording in `files`")
-    if len(files) > MAX_IMPORT_FILES:
-        raise BadRequest(f"at most {MAX_IMPORT_FILES} recordings per request, got {len(files)}")
-    limits = AudioLimits.from_settings(settings)
-    parts: list[Voiceprint] = []
-    results: list[RecordingResult] = []
-    try:
-        if not overwrite and await voiceprint_exists(sessions, external_id):  # before any decoding work
-            raise VoiceprintExists(
-                f"a voiceprint for external_id {external_id!r} already exists (overwrite=true replaces it)"
-            )
+    runtime.require_biometrics()  # 503 before any upload is read
+    if len(files) > MAX_RECORDINGS:
+        raise BadRequest(f"at most {MAX_RECORDINGS} recordings per request, got {len(files)}")
+    limit = runtime.settings.max_audio_bytes
+
+    async def recordings() -> AsyncIterator[Recording]:
         for index, upload in enumerate(files):
             filename = upload.filename or f"recording {index + 1}"
-            data = await upload.read(limits.max_bytes + 1)
-            if len(data) > limits.max_bytes:
-                raise AudioTooLarge(f"{filename} is larger than the limit of {limits.max_bytes} bytes")
-            voiceprint, result = await asyncio.to_thread(
-                _recording_voiceprint,
-                biometrics,
-                data,
-                filename,
-                limits,
-                channel,
-                settings.min_enroll_speech_s,
-            )
-            del data
-            parts.append(voiceprint)
-            results.append(result)
-        combined = combine(parts)
-        source = {"type": "recordings", "files": [r.filename for r in results]}
-        await voiceprints.add(sessions, external_id, combined, source, replace=overwrite)
-    except (AudioError, InsufficientSpeech, VoiceprintExists, ModelError) as exc:
-        await events.record(
-            sessions,
-            events.IMPORT,
-            events.FAILED,
-            external_id=external_id,
-            error=str(exc),
-            error_type=type(exc).__name__,
-        )
-        raise
-    await events.record(
-        sessions,
-        events.IMPORT,
-        events.CREATED,
-        external_id=external_id,
-        speech_s=combined.speech_s,
-        files=len(results),
-        model=model_name(combined),
+            data = await upload.read(limit + 1)
+            if len(data) > limit:
+                raise AudioTooLarge(f"{filename} is larger than the limit of {limit} bytes")
+            yield Recording(filename, data)
+
+    done = await enrollment.enroll_recordings(
+        runtime, external_id, recordings(), channel=channel, overwrite=overwrite
     )
     return ImportResponse(
         external_id=external_id,
-        speech_length=round(combined.speech_s, 3),
-        model=model_name(combined),
-        replaced=overwrite,
-        recordings=results,
+        speech_length=round(done.voiceprint.speech_s, 3),
+        model=done.model,
+        replaced=done.replaced,
+        recordings=[
+            RecordingResult(
+                filename=r.filename,
+                duration_s=r.duration_s,
+                speech_length=r.speech_s,
+                sample_rate_hz=r.sample_rate_hz,
+            )
+            for r in done.recordings
+        ],
     )
 
 
@@ -481,9 +337,9 @@ async def import_recordings(
     "from what (a stream or recordings). An unknown external_id is `exists: false`, not an error.",
     responses={401: UNAUTHORIZED},
 )
-async def voiceprint_info(body: ExternalIdRequest, user: User, services: ServicesDep) -> VoiceprintInfo:
+async def voiceprint_info(body: ExternalIdRequest, user: User, runtime: RuntimeDep) -> VoiceprintInfo:
     try:
-        stored = await voiceprints.get(services.store.sessions, body.external_id)
+        stored = await voiceprints.get(runtime.store.sessions, body.external_id)
     except VoiceprintNotFound:
         return VoiceprintInfo(external_id=body.external_id, exists=False)
     vp = stored.voiceprint
@@ -513,29 +369,9 @@ async def voiceprint_info(body: ExternalIdRequest, user: User, services: Service
     },
 )
 async def leave(
-    body: Annotated[ExternalIdRequest, Body()], user: User, services: ServicesDep
+    body: Annotated[ExternalIdRequest, Body()], user: User, runtime: RuntimeDep
 ) -> LeaveResponse:
-    sessions = services.store.sessions
+    sessions = runtime.store.sessions
     await voiceprints.delete(sessions, body.external_id)
     await events.record(sessions, events.VOICEPRINT_DELETE, events.OK, external_id=body.external_id)
     return LeaveResponse(external_id=body.external_id, deleted=True)
-
-
-# -- lifecycle -----------------------------------------------------------------------------------------
-
-
-async def startup(services: Services) -> None:
-    """Load VAD and the embedding models once (in a thread); without prepared models the server still
-    starts (auth, maintenance, backups work) and biometric endpoints answer 503."""
-    try:
-        services.biometrics = await asyncio.to_thread(load_biometrics, services.settings)
-    except (ModelError, ProfileError) as exc:
-        log.error("biometrics unavailable: %s", exc)
-        services.biometrics = None
-    else:
-        log.info("biometrics loaded", extra={"models": list(services.biometrics.models)})
-
-
-async def shutdown(services: Services) -> None:
-    """The engine is shared per process (see ``_load_biometrics``); only this server's reference goes."""
-    services.biometrics = None

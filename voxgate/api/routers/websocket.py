@@ -22,16 +22,15 @@ import re
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
-from voxgate.api.state import Services
 from voxgate.api.websocket.connection import Connection, WebSocketDoor
+from voxgate.service.runtime import Runtime
 from voxgate.store import accounts
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
 
-DOOR = "websocket_door"  # key of the door's shared state in Services.extras
-UNAUTHORIZED = 401
+DENIED_STATUS = 401  # the upgrade refused for want of a valid token
 _TOKENS = re.compile(r"(/ws/)[^\s?\"]+|(token=)[^&\s\"]+")
 
 
@@ -54,14 +53,14 @@ def redact(text: str) -> str:
 @router.websocket("/")
 async def websocket_door(websocket: WebSocket) -> None:
     """Authenticate, accept, then serve the connection until the client leaves."""
-    services: Services | None = getattr(websocket.app.state, "services", None)
-    door = services.extras.get(DOOR) if services is not None else None
-    if services is None or not isinstance(door, WebSocketDoor):
+    runtime: Runtime | None = getattr(websocket.app.state, "runtime", None)
+    door: WebSocketDoor | None = getattr(websocket.app.state, "door", None)
+    if runtime is None or door is None or not runtime.running:
         await websocket.close(code=1013, reason="voxgate is starting or stopping")
         return
     path = "/ws/{token}" if "token" in websocket.path_params else websocket.url.path  # never the token
     token = _token(websocket)
-    user = None if token is None else await accounts.user_for_token(services.store.sessions, token)
+    user = None if token is None else await accounts.user_for_token(runtime.store.sessions, token)
     if user is None:
         detail = (
             "authentication credentials were not provided: send `Authorization: Token <token>`, "
@@ -69,13 +68,13 @@ async def websocket_door(websocket: WebSocket) -> None:
             if token is None
             else "invalid or expired token"
         )
-        await door.record_error(UNAUTHORIZED, detail, path=path)
+        await door.record_error(DENIED_STATUS, detail, path=path)
         await _deny(websocket, detail)
         return
     await websocket.accept()
     client = websocket.client.host if websocket.client is not None else None
     log.info("WebSocket connected", extra={"user": user, "client": client})
-    await Connection(websocket, services, door, path=path).run()
+    await Connection(websocket, runtime, door, path=path).run()
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -93,25 +92,14 @@ def _token(websocket: WebSocket) -> str | None:
 async def _deny(websocket: WebSocket, detail: str) -> None:
     """Refuse the upgrade: HTTP 401 and a JSON detail where the server can send one, else close 1008."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse({"detail": detail}, status_code=UNAUTHORIZED))
+        await websocket.send_denial_response(JSONResponse({"detail": detail}, status_code=DENIED_STATUS))
     else:
         await websocket.close(code=1008, reason=detail[:120])
 
 
-async def startup(services: Services) -> None:
-    """Set up the door (after the streams router started the registry) and listen to stream stops."""
-    door = WebSocketDoor(services)
-    services.extras[DOOR] = door
+def redact_server_logs() -> None:
+    """Tokens may travel in WebSocket paths and queries: the server's own log lines never show them."""
     for name in ("uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
-    if services.streams is not None:
-        services.streams.listen(on_stop=door.on_stop)
-
-
-async def shutdown(services: Services) -> None:
-    """Hang up every connection; their streams close with them (or with the registry at shutdown)."""
-    door = services.extras.pop(DOOR, None)
-    if isinstance(door, WebSocketDoor):
-        door.hang_up_all()

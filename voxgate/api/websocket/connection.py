@@ -35,11 +35,12 @@ from starlette.websockets import WebSocket
 from voxgate.api.websocket import protocol as wire
 from voxgate.audio.g711 import alaw_decode_float, ulaw_decode_float
 from voxgate.errors import VoxgateError
+from voxgate.service.maintenance import LOCK_HINT
 from voxgate.store import events
 from voxgate.streams import StreamExists, StreamNotFound, StreamSession, StreamType
 
 if TYPE_CHECKING:
-    from voxgate.api.state import Services
+    from voxgate.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
@@ -63,7 +64,6 @@ CLOSE_REPLIES: dict[str, tuple[int, str]] = {
 HANDSHAKE_FIRST = (
     'Connection not established: send {"event": "connected", "protocol": "Call", "version": "1.0.0"} first.'
 )
-LOCK_HINT = "voxgate is in maintenance mode: unlock it with GET /api/v2/maintenance/unlock"
 
 
 def _nothing() -> None:
@@ -162,9 +162,9 @@ class Connection:
     """One client connection, from the accepted handshake until it leaves; every stream it opened is
     closed when it goes (none leaks)."""
 
-    def __init__(self, websocket: WebSocket, services: Services, door: WebSocketDoor, *, path: str) -> None:
+    def __init__(self, websocket: WebSocket, runtime: Runtime, door: WebSocketDoor, *, path: str) -> None:
         self.websocket = websocket
-        self.services = services
+        self.runtime = runtime
         self.door = door
         self.path = path  # for events; never the token
         self.streams: dict[str, StreamFeeder] = {}  # running streams by streamSid
@@ -265,10 +265,10 @@ class Connection:
             )
             await self._refuse(refused(wire.EXISTS, detail))
             return
-        if self.services.locked:
+        if self.runtime.locked:
             await self._refuse(refused(wire.MAINTENANCE, LOCK_HINT))
             return
-        registry = self.services.streams
+        registry = self.runtime.registry
         if registry is None:
             await self._refuse(
                 refused(wire.CONNECTION_ERROR, "streams are not running (starting or stopping)")
@@ -356,7 +356,7 @@ class Connection:
     def _closed_reply(self, sid: str, stream_uuid: str, reason: str) -> None:
         status, event = CLOSE_REPLIES.get(reason, (wire.STOPPED, "stop"))
         if status == wire.TIMEOUT:
-            registry = self.services.streams
+            registry = self.runtime.registry
             idle_s = registry.idle_timeout_s if registry is not None else None
             detail = f"no media for {idle_s:g} s" if idle_s is not None else "no media"
         else:
@@ -380,7 +380,7 @@ class Connection:
 
     async def _close_stream(self, feeder: StreamFeeder, reason: str) -> None:
         """Close the feeder's stream in the registry, unless it is already gone (never a namesake)."""
-        registry = self.services.streams
+        registry = self.runtime.registry
         if registry is None:
             return  # shutting down: the registry closes every stream itself
         try:
@@ -416,7 +416,7 @@ class Connection:
         )
 
     async def _ping(self) -> None:
-        interval_s = self.services.settings.ws_ping_interval_s
+        interval_s = self.runtime.settings.ws_ping_interval_s
         while True:
             await asyncio.sleep(interval_s)
             self._outbox.put_nowait(wire.PING_TEXT)
@@ -467,8 +467,8 @@ class WebSocketDoor:
     """What the door's connections share: which connection owns which stream (so the registry's stop
     listener answers the right client) and the open connections (hung up at shutdown)."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
         self.connections: set[Connection] = set()
         self._owners: dict[str, tuple[Connection, StreamFeeder]] = {}
 
@@ -490,7 +490,7 @@ class WebSocketDoor:
         """An ``error`` event, as the REST API records every refusal (an unwritable log is only logged)."""
         try:
             await events.record(
-                self.services.store.sessions,
+                self.runtime.store.sessions,
                 events.ERROR,
                 str(status),
                 stream_uuid=stream_uuid,

@@ -6,7 +6,7 @@ What produces callbacks (subscriptions: :mod:`voxgate.store.subscriptions`):
   ``info.source_uuid`` is a subscribed channel (``action`` ``added``, status 201; ``removed``, status 200);
 - ``enroll`` / ``verify``: ONE ticker task per process, every ``VOXGATE_WEBHOOK_INTERVAL_S`` (1 s), runs
   each subscription of a live stream of this process through the same code as ``POST /api/v2/enroll`` and
-  ``/verify`` (:mod:`voxgate.api.stream_actions`). A subscription whose previous callback is still on its
+  ``/verify`` (:mod:`voxgate.service.enrollment`, :mod:`voxgate.service.verification`). A subscription whose previous callback is still on its
   way (queued, in flight or waiting to retry) skips the tick: a slow receiver gets fewer, fresh callbacks
   rather than a backlog. An enroll subscription ends with its first final answer (201 created, 409 exists):
   that callback is sent and the subscription deleted. Enroll and verify subscriptions of a stream are
@@ -43,26 +43,30 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from voxgate import __version__
-from voxgate.api.state import Services
-from voxgate.api.stream_actions import (
+from voxgate.errors import VoxgateError
+from voxgate.service.enrollment import (
+    CREATED,
+    EXISTS,
     EnrollOutcome,
-    VerifyOutcome,
+    EnrollResult,
     enroll_stream,
     record_enroll,
-    record_verify,
-    verify_stream,
 )
-from voxgate.errors import VoxgateError
+from voxgate.service.verification import VerifyOutcome, VerifyResult, record_verify, verify_stream
 from voxgate.settings import Settings
 from voxgate.store import events, subscriptions
+from voxgate.store.db import DbSessions
 from voxgate.store.subscriptions import Subscription
 from voxgate.streams import StreamNotFound, StreamSession, StreamType
 from voxgate.streams.registry import StreamRegistry
+
+if TYPE_CHECKING:
+    from voxgate.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +153,17 @@ def redact(url: str) -> str:
 
 # -- payloads (exactly Voice Verify's) -----------------------------------------------------------------
 
+# The callback's `status` for each outcome: the reference's codes, part of the payload format (they match
+# the HTTP answers of /enroll and /verify, which voxgate.api decides on its own).
+ENROLL_STATUS: dict[EnrollResult, int] = {CREATED: 201, "not_enough_speech": 200, EXISTS: 409}
+VERIFY_STATUS: dict[VerifyResult, int] = {
+    "verified": 200,
+    "not_sure": 200,
+    "not_verified": 200,
+    "not_enough_speech": 200,
+    "voiceprint_not_found": 404,
+}
+
 
 def stream_payload(channel_uuid: str, action: str, stream_uuid: str, status: int) -> dict[str, Any]:
     return {
@@ -169,7 +184,7 @@ def enroll_payload(channel_uuid: str, outcome: EnrollOutcome) -> dict[str, Any]:
             "detail": outcome.detail,
             "speech_length": round(outcome.speech_s, 3),
         },
-        "status": outcome.status,
+        "status": ENROLL_STATUS[outcome.result],
     }
 
 
@@ -177,7 +192,7 @@ def verify_payload(channel_uuid: str, outcome: VerifyOutcome) -> dict[str, Any]:
     return {
         "channel_uuid": channel_uuid,
         "type": "verify",
-        "status": outcome.status,
+        "status": VERIFY_STATUS[outcome.result],
         "payload": {
             "stream_uuid": outcome.stream_uuid,
             "external_id": outcome.external_id,
@@ -242,7 +257,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        sessions: events.Sessions,
+        sessions: DbSessions,
         *,
         timeout_s: float = 5.0,
         retries: int = 3,
@@ -268,7 +283,7 @@ class WebhookSender:
         self._drop_report: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_settings(cls, sessions: events.Sessions, settings: Settings) -> WebhookSender:
+    def from_settings(cls, sessions: DbSessions, settings: Settings) -> WebhookSender:
         return cls(
             sessions,
             timeout_s=settings.webhook_timeout_s,
@@ -502,10 +517,10 @@ class Webhooks:
     start/stop), never cached: a restore, or another process sharing the database, is seen at once.
     """
 
-    def __init__(self, services: Services, sender: WebhookSender, *, interval_s: float = 1.0) -> None:
+    def __init__(self, runtime: Runtime, sender: WebhookSender, *, interval_s: float = 1.0) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
-        self.services = services
+        self.runtime = runtime
         self.sender = sender
         self.interval_s = interval_s
         self._ticker: asyncio.Task[None] | None = None
@@ -513,8 +528,8 @@ class Webhooks:
         self._failing: dict[str, str] = {}  # per subscription: the last error logged
 
     @property
-    def _sessions(self) -> events.Sessions:
-        return self.services.store.sessions
+    def _sessions(self) -> DbSessions:
+        return self.runtime.store.sessions
 
     def attach(self, registry: StreamRegistry) -> None:
         registry.listen(on_start=self.stream_started, on_stop=self.stream_stopped)
@@ -532,7 +547,7 @@ class Webhooks:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
-        registry = self.services.streams
+        registry = self.runtime.registry
         if registry is not None and self.sender.running:
             for session in registry.all():
                 try:
@@ -584,9 +599,9 @@ class Webhooks:
     async def tick(self) -> int:
         """One round over the enroll and verify subscriptions of this process's live streams; the number
         of callbacks queued."""
-        services = self.services
-        registry = services.streams
-        if registry is None or services.locked or not self.sender.running:
+        runtime = self.runtime
+        registry = runtime.registry
+        if registry is None or runtime.locked or not self.sender.running:
             return 0
         found = await subscriptions.find(self._sessions, types=subscriptions.STREAM_TYPES)
         sent = 0
@@ -621,17 +636,17 @@ class Webhooks:
         external_id = subscription.external_id or ""
         payload: dict[str, Any]
         if subscription.type == subscriptions.ENROLL:
-            enrolled = await enroll_stream(self.services, stream, external_id, record=False)
+            enrolled = await enroll_stream(self.runtime, stream, external_id, record=False)
             if self._changed(subscription.uuid, enrolled.result):
                 await record_enroll(self._sessions, enrolled, via=VIA, subscription=subscription.uuid)
             payload = enroll_payload(subscription.channel_uuid, enrolled)
-            if enrolled.status != 200:  # created or exists: the answer is final
+            if enrolled.final:  # created or exists: asking again changes nothing
                 await subscriptions.remove(self._sessions, uuid=subscription.uuid)
                 self._forget(subscription.uuid)
         else:
-            verified = await verify_stream(self.services, stream, external_id, record=False)
+            verified = await verify_stream(self.runtime, stream, external_id, record=False)
             if self._changed(subscription.uuid, verified.result):
-                await record_verify(self._sessions, verified, via=VIA, subscription=subscription.uuid)
+                record_verify(self._sessions, verified, via=VIA, subscription=subscription.uuid)
             payload = verify_payload(subscription.channel_uuid, verified)
         self._failing.pop(subscription.uuid, None)
         return int(self.sender.submit(Delivery.of(subscription, payload, stream.uuid)))

@@ -1,0 +1,116 @@
+"""Verification on a live stream: the one copy behind ``POST /api/v2/verify`` and the verify webhook.
+
+The stream's voiceprint so far is scored against the stored one with the active calibration profile: a
+dot product and a calibration, never a forward pass, so it is cheap enough to poll twice a second.
+Outcomes carry Voice Verify's words, never an HTTP status.
+
+Outcomes: ``verified`` / ``not_sure`` / ``not_verified`` with a score, ``not_enough_speech`` without one,
+``voiceprint_not_found``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from voxgate.biometrics.profile import Verdict
+from voxgate.errors import InsufficientSpeech, VoiceprintNotFound
+from voxgate.store import events, profiles, voiceprints
+from voxgate.store.db import DbSessions
+from voxgate.streams import StreamSession
+
+if TYPE_CHECKING:
+    from voxgate.service.runtime import Runtime
+
+NOT_ENOUGH_SPEECH: Final = "not_enough_speech"
+VOICEPRINT_NOT_FOUND: Final = "voiceprint_not_found"
+
+# Voice Verify's words for the outcomes without a verdict (the `result` of a verify callback)
+VERIFY_NOT_ENOUGH = "there is not enough net speech to make the verification yet"
+VERIFY_NO_VOICEPRINT = "voiceprint with external_id does not exist"
+
+VerifyResult = Literal["verified", "not_sure", "not_verified", "not_enough_speech", "voiceprint_not_found"]
+VERDICTS: dict[Verdict, VerifyResult] = {
+    Verdict.VERIFIED: "verified",
+    Verdict.NOT_SURE: "not_sure",
+    Verdict.NOT_VERIFIED: "not_verified",
+}
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    result: VerifyResult
+    detail: str  # Voice Verify's words
+    stream_uuid: str
+    external_id: str
+    speech_s: float  # net speech the score is (or would be) based on
+    required_s: float
+    score: float | None = None  # calibrated LLR, when there is a verdict
+    profile: str | None = None
+    profile_hash: str | None = None
+    message: str = ""  # why, when the voiceprint does not exist
+
+
+async def verify_stream(
+    runtime: Runtime, stream: StreamSession, external_id: str, *, record: bool = True
+) -> VerifyOutcome:
+    """Score the stream's voiceprint so far against the stored one with the active calibration profile.
+
+    Calibration problems (ProfileError, ModelMismatch) are raised, not turned into an outcome.
+    """
+    sessions = runtime.store.sessions
+    required_s = runtime.settings.min_verify_speech_s
+    try:
+        stored = await voiceprints.get(sessions, external_id)
+    except VoiceprintNotFound as exc:
+        done = VerifyOutcome(
+            VOICEPRINT_NOT_FOUND,
+            VERIFY_NO_VOICEPRINT,
+            stream.uuid,
+            external_id,
+            stream.speech_s,
+            required_s,
+            message=exc.message,
+        )
+    else:
+        try:
+            test = stream.voiceprint(required_s, "a verification")
+        except InsufficientSpeech as exc:
+            done = VerifyOutcome(
+                NOT_ENOUGH_SPEECH, VERIFY_NOT_ENOUGH, stream.uuid, external_id, exc.speech_s, required_s
+            )
+        else:
+            profile = await profiles.active_profile(sessions, stream.sample_rate_hz, runtime.settings.profile)
+            scored = profile.score(stored.voiceprint, test)
+            done = VerifyOutcome(
+                VERDICTS[scored.verdict],
+                scored.verdict.value.replace("_", " "),
+                stream.uuid,
+                external_id,
+                test.speech_s,
+                required_s,
+                score=scored.llr,
+                profile=profile.name,
+                profile_hash=profile.content_hash,
+            )
+            stream.last_verdict, stream.last_score = scored.verdict.value, round(scored.llr, 4)
+    if record:
+        record_verify(sessions, done)
+    return done
+
+
+def record_verify(sessions: DbSessions, outcome: VerifyOutcome, **extra: Any) -> None:
+    """The ``verify`` event of an outcome (``extra`` goes into its detail). Written behind (group
+    commit): a poll twice a second per stream must not wait for the store."""
+    if outcome.result != VOICEPRINT_NOT_FOUND:
+        extra["speech_s"] = outcome.speech_s
+    if outcome.score is not None:
+        extra.update(llr=outcome.score, profile=outcome.profile, profile_hash=outcome.profile_hash)
+    events.record_soon(
+        sessions,
+        events.VERIFY,
+        outcome.result,
+        stream_uuid=outcome.stream_uuid,
+        external_id=outcome.external_id,
+        **extra,
+    )
