@@ -1,6 +1,7 @@
 """The ``voxgate`` command: serve, enroll, verify, score, evaluate, calibrate, models.
 
-Exit codes: 0 success, 1 an error voxgate explains on stderr, 2 bad usage, 3 not enough speech.
+Exit codes: 0 success, 1 an error voxgate explains on stderr, 2 bad usage or invalid settings,
+3 not enough speech.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from voxgate.settings import Settings, get_settings
+from voxgate.settings import Settings, describe_errors, get_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("voxgate")
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INSUFFICIENT_SPEECH = 3
 ENGINES = ("ecapa", "campplus", "ecapa+campplus")
 
@@ -128,7 +131,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # refuse to start, naming each bad setting
+        print(f"voxgate: {describe_errors(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,9 +35,9 @@ class Settings(BaseSettings):
     )
 
     # server
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "info"
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     log_json: bool = True
     ws_port: int | None = Field(
         default=None,
@@ -50,13 +51,13 @@ class Settings(BaseSettings):
     )
 
     # audio limits
-    max_audio_bytes: int = Field(default=200 * 1024 * 1024, description="Largest recording accepted, bytes.")
+    max_audio_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, description="Largest recording accepted, bytes.")
     max_audio_duration_s: float = Field(
-        default=4 * 3600.0, description="Longest recording accepted, seconds."
+        default=4 * 3600.0, gt=0, description="Longest recording accepted, seconds."
     )
-    min_sample_rate_hz: int = 4000
-    max_sample_rate_hz: int = 192000
-    decode_timeout_s: float = Field(default=120.0, description="A decode that takes longer is abandoned.")
+    min_sample_rate_hz: int = Field(default=4000, ge=1000)
+    max_sample_rate_hz: int = Field(default=192000, le=768000)
+    decode_timeout_s: float = Field(default=120.0, gt=0, description="A decode that takes longer is abandoned.")
 
     # biometrics
     models: str | None = Field(
@@ -70,17 +71,17 @@ class Settings(BaseSettings):
         "profile name, or a path to a profile JSON file.",
     )
     min_enroll_speech_s: float = Field(
-        default=20.0, description="Net speech needed to enroll from recordings."
+        default=20.0, ge=0, le=3600, description="Net speech needed to enroll from recordings."
     )
-    min_verify_speech_s: float = Field(default=3.0, description="Net speech needed to verify.")
+    min_verify_speech_s: float = Field(default=3.0, ge=0, le=3600, description="Net speech needed to verify.")
     min_score_speech_s: float = Field(
-        default=1.0, description="Net speech a file needs in `voxgate score/evaluate/calibrate`."
+        default=1.0, ge=0, le=3600, description="Net speech a file needs in `voxgate score/evaluate/calibrate`."
     )
     max_embed_chunk_s: float = Field(
-        default=60.0, description="Speech longer than this is embedded in chunks and pooled (bounds memory)."
+        default=60.0, ge=1, le=600, description="Speech longer than this is embedded in chunks and pooled (bounds memory)."
     )
-    vad_threshold: float = Field(default=0.5, description="Silero speech probability threshold.")
-    onnx_threads: int = Field(default=1, description="onnxruntime intra-op threads per session.")
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Silero speech probability threshold.")
+    onnx_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads per session.")
     int8: bool = Field(
         default=False,
         description="Serve the statically quantised int8 copies of the speaker models (`voxgate models "
@@ -88,14 +89,17 @@ class Settings(BaseSettings):
     )
 
     # live streams
-    max_streams: int = Field(default=100, description="Concurrent live streams; more get 503.")
-    stream_idle_timeout_s: float = Field(default=10.0, description="A stream without audio this long closes.")
+    max_streams: int = Field(default=100, ge=1, description="Concurrent live streams; more get 503.")
+    stream_idle_timeout_s: float = Field(default=10.0, gt=0, description="A stream without audio this long closes.")
     stream_chunk_s: float = Field(
         default=3.0,
+        ge=0.5,
+        le=60,
         description="Net speech of a live stream embedded at once (the voiceprint grows in steps).",
     )
     stream_max_speech_s: float | None = Field(
         default=60.0,
+        gt=0,
         description="Net speech a live stream's voiceprint grows to; later audio is counted, not analysed "
         "(saves CPU on long calls). Empty for no cap.",
     )
@@ -107,10 +111,11 @@ class Settings(BaseSettings):
     )
     stream_max_backlog_s: float = Field(
         default=5.0,
+        gt=0,
         description="Audio a stream may have waiting for the inference engine before its sender is slowed.",
     )
     max_stream_request_bytes: int = Field(
-        default=64 * 1024 * 1024, description="Largest body of one POST /api/v2/stream/HTTP/data request."
+        default=64 * 1024 * 1024, ge=1024, description="Largest body of one POST /api/v2/stream/HTTP/data request."
     )
 
     # webhooks (POST /api/v2/subscription)
@@ -147,23 +152,76 @@ class Settings(BaseSettings):
     )
 
     # account and logs
-    admin_user: str = "admin"
+    admin_user: str = Field(default="admin", min_length=1, max_length=150)
     admin_password: SecretStr | None = Field(
         default=None,
         description="Password of the API account on first start; generated and shown once if unset.",
     )
-    token_ttl_s: int = Field(default=7 * 24 * 3600, description="API token lifetime, seconds.")
-    event_retention_days: int = Field(default=90, description="Events older than this are purged.")
+    token_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="API token lifetime, seconds.")
+    event_retention_days: int = Field(default=90, ge=1, description="Events older than this are purged.")
     max_snapshot_bytes: int = Field(
-        default=1 << 30, description="Largest snapshot or backup accepted, bytes (compressed and inflated)."
+        default=1 << 30, ge=1024, description="Largest snapshot or backup accepted, bytes (compressed and inflated)."
     )
-    max_profile_bytes: int = Field(default=64 << 20, description="Largest calibration profile upload, bytes.")
+    max_profile_bytes: int = Field(default=64 << 20, ge=1024, description="Largest calibration profile upload, bytes.")
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from voxgate.biometrics.models import MODEL_IDS
+
+        chosen = [m.strip() for m in value.split(",") if m.strip()]
+        unknown = [m for m in chosen if m not in MODEL_IDS]
+        if not chosen or unknown:
+            raise ValueError(f"unknown models {unknown or value!r}; known: {', '.join(MODEL_IDS)}")
+        return ",".join(dict.fromkeys(chosen))
+
+    @field_validator("profile")
+    @classmethod
+    def _readable_profile(cls, value: str) -> str:
+        from voxgate.biometrics.profile import resolve_profile
+        from voxgate.errors import ProfileError
+
+        try:
+            resolve_profile(value)
+        except ProfileError as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.max_sample_rate_hz < self.min_sample_rate_hz:
+            raise ValueError("VOXGATE_MAX_SAMPLE_RATE_HZ must not be below VOXGATE_MIN_SAMPLE_RATE_HZ")
+        if self.stream_max_speech_s is not None and self.stream_max_speech_s < self.stream_chunk_s:
+            raise ValueError(
+                f"VOXGATE_STREAM_MAX_SPEECH_S ({self.stream_max_speech_s:g} s) must be at least "
+                f"VOXGATE_STREAM_CHUNK_S ({self.stream_chunk_s:g} s)"
+            )
+        if self.ws_port is not None and self.ws_port == self.port:
+            raise ValueError("VOXGATE_WS_PORT must differ from VOXGATE_PORT (or be unset)")
+        return self
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'voxgate.db'}"
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """A refusal to start that names each bad ``VOXGATE_*`` variable and why, one per line."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not field:  # a rule across settings: the message names them
+            lines.append(f"  {message}")
+            continue
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  VOXGATE_{field.upper()}{shown}: {message}")
+    return "invalid settings:\n" + "\n".join(lines)
 
 
 @lru_cache(maxsize=1)
