@@ -479,14 +479,13 @@ def offline_agreement(
     """Verdict of each finished call's last poll vs the offline verdict of the same audio; also the naive
     baseline's CPU per stream-second (re-embedding the whole buffer on every poll, measured here)."""
     from voxgate.audio.types import Audio
-    from voxgate.biometrics.engine import Biometrics
     from voxgate.biometrics.profile import resolve_profile
-    from voxgate.service.models import engine_model_ids
+    from voxgate.service.models import load_biometrics
     from voxgate.settings import Settings
 
     os.environ.update(env)
     settings = Settings()
-    biometrics = Biometrics(settings.model_dir, engine_model_ids(settings), int8=settings.int8)
+    biometrics = load_biometrics(settings)  # the server's engine for these settings (models, int8, VAD)
     profile = resolve_profile(settings.profile, 8000)
     enrolled = {}
     for speaker in speakers:
