@@ -50,7 +50,10 @@ async def test_streams_share_the_engine_and_match_inline_analysis(
     biometrics: Biometrics, engine: InferenceEngine
 ) -> None:
     calls = {s: call_8k(s) for s in SPEAKERS}
-    live = {s: StreamSession(s, StreamType.WEBSOCKET, 8000, {}, biometrics, engine=engine) for s in SPEAKERS}
+    live = {
+        s: StreamSession(s, StreamType.WEBSOCKET, 8000, {}, biometrics, submit=engine.submit)
+        for s in SPEAKERS
+    }
     await asyncio.gather(*(send(live[s], calls[s]) for s in SPEAKERS))
     for session in live.values():
         assert await session.settled(120)
@@ -78,7 +81,7 @@ async def test_a_stream_ahead_of_the_engine_waits_and_loses_nothing(biometrics: 
     engine = InferenceEngine(slow, max_backlog_s=1.0)
     engine.start()
     try:
-        session = StreamSession("s", StreamType.HTTP, 8000, {}, slow, engine=engine)
+        session = StreamSession("s", StreamType.HTTP, 8000, {}, slow, submit=engine.submit)
         audio = call_8k("1998")
         most = 0.0
         for i in range(0, audio.size, 4000):  # 0.5 s blocks, as fast as the loop allows
@@ -97,7 +100,9 @@ async def test_speech_cap_stops_the_analysis_not_the_counting(
     biometrics: Biometrics, engine: InferenceEngine
 ) -> None:
     audio = call_8k("2033")
-    session = StreamSession("s", StreamType.HTTP, 8000, {}, biometrics, engine=engine, max_speech_s=3.0)
+    session = StreamSession(
+        "s", StreamType.HTTP, 8000, {}, biometrics, submit=engine.submit, max_speech_s=3.0
+    )
     await send(session, audio, step=8000)
     assert await session.settled(120)
     assert session.capped and session.chunks == 1
@@ -109,11 +114,11 @@ async def test_speech_cap_stops_the_analysis_not_the_counting(
 async def test_a_closed_stream_is_dropped_from_the_queue(
     biometrics: Biometrics, engine: InferenceEngine
 ) -> None:
-    session = StreamSession("s", StreamType.HTTP, 8000, {}, biometrics, engine=engine)
+    session = StreamSession("s", StreamType.HTTP, 8000, {}, biometrics, submit=engine.submit)
     await session.feed(call_8k("1688")[: 8000 * 2])
     session.close("closed")
     await asyncio.sleep(0.2)
-    other = StreamSession("t", StreamType.HTTP, 8000, {}, biometrics, engine=engine)
+    other = StreamSession("t", StreamType.HTTP, 8000, {}, biometrics, submit=engine.submit)
     await send(other, call_8k("1688"), step=8000)
     assert await other.settled(60)
     assert engine.backlog_s == 0.0 and other.speech_s > 0

@@ -1,9 +1,10 @@
 """One inference engine per process: VAD and the speaker networks for every live stream.
 
 Doors only queue audio (:meth:`InferenceEngine.submit` costs an append); one worker thread takes
-everything queued, runs each stream's stages in order (:meth:`StreamSession.accept` → VAD →
-:meth:`StreamSession.gate` → embedding → :meth:`StreamSession.add_embeddings`) and never holds the
-event loop. Measured on this project's CPU (one onnxruntime thread, ``bench/README.md``):
+everything queued, runs each stream's stages in order (:meth:`SpeechPipeline.accept` → VAD →
+:meth:`SpeechPipeline.gate` → embedding → :meth:`SpeechPipeline.add_embeddings`) and never holds the
+event loop. The engine sees only each stream's :class:`~voxgate.streams.stages.SpeechPipeline`, never
+its session: a session is handed :meth:`InferenceEngine.submit` as its ``submit`` callable. Measured on this project's CPU (one onnxruntime thread, ``bench/README.md``):
 
 - Silero VAD is stateful per stream but batches across streams: one call for 32 streams' windows costs
   129 µs per window instead of 426 µs alone, so the worker advances all streams a window at a time.
@@ -31,17 +32,16 @@ import numpy.typing as npt
 
 from voxgate.audio.vad import WINDOW_S
 from voxgate.errors import VoxgateError
+from voxgate.streams.stages import MAX_BACKLOG_S, SpeechPipeline
 
 if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
-    from voxgate.streams.session import StreamSession
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
 
 MAX_BATCH = 64  # VAD windows per call (streams advanced together)
 WINDOWS_PER_TURN = 32  # ≈ 1 s of a stream's audio per worker cycle: a long upload cannot starve the rest
-MAX_BACKLOG_S = 5.0  # per stream; its door waits beyond this
 # A cycle that caught up waits for this much audio of every stream to gather before the next one, so
 # VAD calls are shared by many streams (each stream sends its audio at its own moments). Costs at most
 # this much delay between the audio and the voiceprint.
@@ -86,8 +86,8 @@ class InferenceEngine:
         self.cycle_s = cycle_s
         self._stopped = threading.Event()
         self.stats = EngineStats()
-        self._inbox: deque[tuple[StreamSession, FloatArray]] = deque()
-        self._windows: dict[StreamSession, FloatArray] = {}  # accepted, not yet through VAD
+        self._inbox: deque[tuple[SpeechPipeline, FloatArray]] = deque()
+        self._windows: dict[SpeechPipeline, FloatArray] = {}  # accepted, not yet through VAD
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -129,20 +129,21 @@ class InferenceEngine:
 
     # -- from the event loop -------------------------------------------------------------------------
 
-    async def submit(self, session: StreamSession, samples: FloatArray) -> None:
-        """Queue a stream's audio (native rate); waits while that stream is ``max_backlog_s`` behind."""
+    async def submit(self, stream: SpeechPipeline, samples: FloatArray) -> None:
+        """Queue a stream's audio (native rate); waits while that stream is ``max_backlog_s`` behind.
+        A session's ``submit`` (:data:`voxgate.streams.stages.Submit`)."""
         while (
-            session.backlog_s > self.max_backlog_s
-            and not session.closed
+            stream.backlog_s > self.max_backlog_s
+            and not stream.closed
             and self.running
             and not self._stopping
         ):
             await asyncio.sleep(BACKPRESSURE_POLL_S)
         if not self.running:
             raise RuntimeError("the inference engine is not running")
-        self._queued_s += samples.size / session.sample_rate_hz
-        session.queued(samples.size)
-        self._inbox.append((session, samples))
+        self._queued_s += samples.size / stream.sample_rate_hz
+        stream.queued(samples.size)
+        self._inbox.append((stream, samples))
         self._wake.set()
 
     # -- the worker ----------------------------------------------------------------------------------
@@ -172,40 +173,40 @@ class InferenceEngine:
     def _take_inbox(self) -> None:
         """Move queued audio through each stream's resampler into its VAD windows, in arrival order."""
         while self._inbox:
-            session, samples = self._inbox.popleft()
-            self._queued_s -= samples.size / session.sample_rate_hz
-            if session.closed:
-                self._windows.pop(session, None)
-                session.dequeued(samples.size)
+            stream, samples = self._inbox.popleft()
+            self._queued_s -= samples.size / stream.sample_rate_hz
+            if stream.closed:
+                self._windows.pop(stream, None)
+                stream.dequeued(samples.size)
                 continue
             try:
-                windows = session.accept(samples)
+                windows = stream.accept(samples)
             except Exception:
-                log.exception("stream audio not accepted", extra={"stream_uuid": session.uuid})
+                log.exception("stream audio not accepted", extra={"stream_uuid": stream.uuid})
                 windows = np.zeros((0, 0), dtype=np.float32)
             if windows.size:
-                held = self._windows.get(session)
-                self._windows[session] = windows if held is None else np.concatenate([held, windows])
+                held = self._windows.get(stream)
+                self._windows[stream] = windows if held is None else np.concatenate([held, windows])
             # counted as waiting before it leaves the queue: the stream never looks idle in between
-            session.waiting_windows = len(self._windows.get(session, ()))
-            session.dequeued(samples.size)
+            stream.waiting_windows = len(self._windows.get(stream, ()))
+            stream.dequeued(samples.size)
 
-    def _vad_turn(self) -> list[tuple[StreamSession, FloatArray, float]]:
+    def _vad_turn(self) -> list[tuple[SpeechPipeline, FloatArray, float]]:
         """Up to ``WINDOWS_PER_TURN`` windows of every stream, a window of each stream per VAD call."""
         vad = self.biometrics.vad
-        turn: dict[StreamSession, FloatArray] = {}
-        for session, windows in list(self._windows.items()):
-            if session.closed:
-                del self._windows[session]
-                session.waiting_windows = 0
+        turn: dict[SpeechPipeline, FloatArray] = {}
+        for stream, windows in list(self._windows.items()):
+            if stream.closed:
+                del self._windows[stream]
+                stream.waiting_windows = 0
                 continue
-            turn[session] = windows[:WINDOWS_PER_TURN]
+            turn[stream] = windows[:WINDOWS_PER_TURN]
             rest = windows[WINDOWS_PER_TURN:]
             if rest.size:
-                self._windows[session] = rest
+                self._windows[stream] = rest
             else:
-                del self._windows[session]
-        chunks: list[tuple[StreamSession, FloatArray, float]] = []
+                del self._windows[stream]
+        chunks: list[tuple[SpeechPipeline, FloatArray, float]] = []
         for step in range(WINDOWS_PER_TURN):
             active = [(s, w[step]) for s, w in turn.items() if step < len(w) and not s.closed]
             if not active:
@@ -216,15 +217,15 @@ class InferenceEngine:
                 probabilities = vad.step(stacked, [s.vad_state for s, _ in batch])
                 self.stats.vad_calls += 1
                 self.stats.vad_windows += len(batch)
-                for (session, window), probability in zip(batch, probabilities.tolist(), strict=True):
-                    chunk = session.gate(window, probability)
+                for (stream, window), probability in zip(batch, probabilities.tolist(), strict=True):
+                    chunk = stream.gate(window, probability)
                     if chunk is not None:
-                        chunks.append((session, *chunk))
-        for session in turn:  # the turn's windows stayed counted until their chunks were in flight
-            session.waiting_windows = len(self._windows.get(session, ()))
+                        chunks.append((stream, *chunk))
+        for stream in turn:  # the turn's windows stayed counted until their chunks were in flight
+            stream.waiting_windows = len(self._windows.get(stream, ()))
         return chunks
 
-    def _embed(self, chunks: list[tuple[StreamSession, FloatArray, float]]) -> None:
+    def _embed(self, chunks: list[tuple[SpeechPipeline, FloatArray, float]]) -> None:
         models = self.biometrics.models
         for start in range(0, len(chunks), self.embed_batch):
             batch = chunks[start : start + self.embed_batch]
@@ -240,9 +241,9 @@ class InferenceEngine:
             except (VoxgateError, ValueError) as exc:  # a degenerate chunk: skip it, keep the streams
                 self.stats.chunk_errors += len(batch)
                 log.warning("stream chunks not embedded: %s", exc)
-                for session, _, _ in batch:
-                    session.chunk_failed()
+                for stream, _, _ in batch:
+                    stream.chunk_failed()
                 continue
-            for row, (session, _, speech_s) in enumerate(batch):
-                session.add_embeddings({m: v[row] for m, v in vectors.items()}, speech_s)
+            for row, (stream, _, speech_s) in enumerate(batch):
+                stream.add_embeddings({m: v[row] for m, v in vectors.items()}, speech_s)
             self.stats.chunks += len(batch)

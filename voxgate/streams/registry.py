@@ -25,6 +25,7 @@ from voxgate.streams.session import (
     StreamSession,
     StreamType,
 )
+from voxgate.streams.stages import MAX_BACKLOG_S
 
 if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
@@ -148,7 +149,8 @@ class StreamRegistry:
             self.biometrics,
             chunk_s=self.chunk_s,
             max_speech_s=self.max_speech_s,
-            engine=self.engine,
+            submit=self.engine.submit if self.engine is not None else None,
+            max_backlog_s=self.engine.max_backlog_s if self.engine is not None else MAX_BACKLOG_S,
         )
         self._streams[stream_uuid] = session
         self.max_at_once = max(self.max_at_once, len(self._streams))

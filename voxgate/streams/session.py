@@ -1,24 +1,19 @@
 """One live stream: PCM in at its native rate, an incremental voiceprint out.
 
-Every door (HTTP, WebSocket, SIP) ends here (DESIGN.md, "one engine, many doors")::
+Every door (HTTP, WebSocket, SIP) ends here (DESIGN.md, "one engine, many doors"). The session is the
+door-facing side of a stream (identity, timing, closing, feeding); its analysis — resampling, VAD,
+the speech gate, the chunk embeddings pooled into the voiceprint — is a
+:class:`~voxgate.streams.stages.SpeechPipeline`. ``voiceprint()`` normalises the pipeline's sums: a
+verify poll costs a dot product, never a forward pass.
 
-    PCM (native rate) ─► soxr.ResampleStream → 16 kHz ─► Silero VAD (state carried between pushes)
-      ─► SpeechGate (Silero's hysteresis, window by window) ─► pending speech
-      ─► every CHUNK_S of net speech: embedded ONCE per model, added to a duration-weighted sum
-
-``voiceprint()`` normalises those sums: a verify poll costs a dot product, never a forward pass.
-Memory per stream is bounded: only the pending (< CHUNK_S of net speech) audio is kept, never the call.
-
-Speech that has not yet filled a chunk is not part of the voiceprint: ``speech_s`` (the net speech the
-voiceprint holds) lags the live audio by less than ``CHUNK_S``.
+A server's session does not know the inference engine: it is given a
+:data:`~voxgate.streams.stages.Submit` callable (the registry wires ``InferenceEngine.submit``), so
+the engine works on the pipeline alone and the two modules never import each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
-import threading
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,32 +21,38 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
-import soxr
 
 from voxgate.audio.frames import FrameBuffer
-from voxgate.audio.vad import VAD_SAMPLE_RATE_HZ, WINDOW_S, WINDOW_SAMPLES, SegmentationRules, VadState
-from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
-from voxgate.errors import InsufficientSpeech, VoxgateError
+from voxgate.biometrics.voiceprint import Voiceprint
+from voxgate.errors import VoxgateError
+from voxgate.streams.stages import (
+    CHUNK_S,
+    MAX_BACKLOG_S,
+    MAX_HANGOVER_S,
+    FloatArray,
+    SpeechGate,
+    SpeechPipeline,
+    Submit,
+)
 
 if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
-    from voxgate.streams.inference import InferenceEngine
 
-log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
+__all__ = [
+    "CHUNK_S",
+    "MAX_HANGOVER_S",
+    "InfoValue",
+    "SpeechGate",
+    "StreamCapacity",
+    "StreamClosed",
+    "StreamError",
+    "StreamExists",
+    "StreamNotFound",
+    "StreamSession",
+    "StreamType",
+]
+
 InfoValue = str | bool | int | float
-
-# Net speech per embedded chunk. Measured on LibriSpeech at 8 kHz (2 speakers, 15-22 s of speech), the
-# duration-weighted mean of chunk embeddings vs. one embedding of the whole speech: cosine ECAPA
-# 0.93/0.90 (1 s chunks), 0.97/0.95 (2 s), 0.98/0.98 (3 s); CAM++ 0.97 (1 s), 0.99 (2 s), 0.99+ (3 s).
-# 3 s also matches the default minimum verification speech (VOXGATE_MIN_VERIFY_SPEECH_S), so the first
-# verdict is possible as soon as that much speech was heard.
-CHUNK_S = 3.0  # default; the server passes VOXGATE_STREAM_CHUNK_S
-# A segment whose hangover (windows after speech fell below the low threshold, waiting for enough
-# silence) grows past this is closed where it started to fall: bounds the held-back audio when the
-# probability hovers between the two thresholds. Offline segmentation has no such cap.
-MAX_HANGOVER_S = 1.0
 
 
 class StreamType(StrEnum):
@@ -80,96 +81,13 @@ class StreamCapacity(StreamError):
     """The configured maximum of concurrent streams is running."""
 
 
-class SpeechGate:
-    """Silero's hysteresis (:func:`voxgate.audio.vad.speech_segments`) applied one window at a time.
-
-    Speech starts at a window with probability ≥ ``threshold`` and ends once ``min_silence_s`` of windows
-    fell below ``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped; kept segments are
-    padded by ``pad_s`` on both sides (as :func:`voxgate.audio.vad.speech_only`). The only difference from
-    the offline pass is ``MAX_HANGOVER_S``. What is held back is at most the unconfirmed start of a
-    segment (< ``min_speech_s``) plus the hangover (≤ ``MAX_HANGOVER_S``).
-    """
-
-    def __init__(self, rules: SegmentationRules) -> None:
-        self.rules = rules
-        self._low = max(rules.threshold - 0.15, 0.01)
-        self._min_silence = max(1, round(rules.min_silence_s / WINDOW_S))
-        self._max_hangover = max(self._min_silence + 1, round(MAX_HANGOVER_S / WINDOW_S))
-        self._pad = round(rules.pad_s * VAD_SAMPLE_RATE_HZ)
-        self._in_segment = False
-        self._confirmed = False
-        self._segment: list[FloatArray] = []  # unconfirmed segment start (leading pad first)
-        self._segment_windows = 0  # speech windows of the current segment (unpadded)
-        self._hangover: list[FloatArray] = []  # windows since the probability fell below the low mark
-        self._previous: FloatArray | None = None  # the last window, source of the leading pad
-
-    @property
-    def held_samples(self) -> int:
-        return sum(len(part) for part in self._segment) + len(self._hangover) * WINDOW_SAMPLES
-
-    def step(self, window: FloatArray, probability: float) -> tuple[list[FloatArray], int]:
-        """Feed one 512-sample window; returns the audio now known to be speech (padded) and how many
-        unpadded speech windows it holds."""
-        # window: (512,) at 16 kHz
-        out: list[FloatArray] = []
-        speech_windows = 0
-        if not self._in_segment:
-            if probability >= self.rules.threshold:
-                self._in_segment, self._confirmed = True, False
-                lead = self._previous[-self._pad :] if self._previous is not None and self._pad else None
-                self._segment = [lead] if lead is not None else []
-                self._segment_windows = 0
-                speech_windows += self._add(window, out)
-        elif probability >= self.rules.threshold:
-            for held in self._hangover:  # speech resumed: the dip belongs to the segment
-                speech_windows += self._add(held, out)
-            self._hangover = []
-            speech_windows += self._add(window, out)
-        elif probability < self._low:
-            first_low = not self._hangover  # the dip starts here; silence is counted from it
-            self._hangover.append(window)
-            if not first_low and len(self._hangover) >= self._min_silence:
-                speech_windows += self._end(out)
-        elif self._hangover:  # between the marks after a dip: still waiting for silence
-            self._hangover.append(window)
-            if len(self._hangover) > self._max_hangover:
-                speech_windows += self._end(out)
-        else:  # between the marks while speaking: still speech
-            speech_windows += self._add(window, out)
-        self._previous = window
-        return out, speech_windows
-
-    def _add(self, window: FloatArray, out: list[FloatArray]) -> int:
-        """A window of the current segment; returns speech windows released to ``out``."""
-        self._segment_windows += 1
-        if self._confirmed:
-            out.append(window)
-            return 1
-        self._segment.append(window)
-        if self._segment_windows * WINDOW_S >= self.rules.min_speech_s:
-            self._confirmed = True
-            out.extend(self._segment)
-            self._segment = []
-            return self._segment_windows
-        return 0
-
-    def _end(self, out: list[FloatArray]) -> int:
-        """Close the segment where the dip started; a confirmed one gets its trailing pad."""
-        if self._confirmed and self._pad:
-            out.append(self._hangover[0][: self._pad])
-        self._in_segment, self._confirmed = False, False
-        self._segment, self._hangover, self._segment_windows = [], [], 0
-        return 0
-
-
 class StreamSession:
     """One live stream (any door): audio in, an incremental voiceprint out.
 
-    Two ways in. Offline tools call the blocking :meth:`push`, which runs VAD and the networks inline.
-    Servers attach an :class:`~voxgate.streams.inference.InferenceEngine`: :meth:`feed` then only queues
-    the audio, and the engine's worker runs the stages below for many streams in shared batches
-    (:meth:`accept` → VAD → :meth:`gate` → embeddings → :meth:`add_embeddings`). Either way each stage
-    touches this stream's state from one thread at a time, in order; readers may come from any thread.
+    Two ways in. Offline tools call the blocking :meth:`push`, which runs the pipeline's stages inline.
+    A server's session is given ``submit`` (the inference engine's): :meth:`feed` then only queues the
+    audio for the pipeline, and the engine's worker runs the stages for many streams in shared batches.
+    Without ``submit``, :meth:`feed` runs :meth:`push` in a worker thread.
     """
 
     def __init__(
@@ -182,14 +100,12 @@ class StreamSession:
         *,
         chunk_s: float = CHUNK_S,
         max_speech_s: float | None = None,
-        engine: InferenceEngine | None = None,
+        submit: Submit | None = None,
+        max_backlog_s: float = MAX_BACKLOG_S,
     ) -> None:
-        if sample_rate_hz <= 0:
-            raise ValueError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
-        if chunk_s < 0.5:
-            raise ValueError(f"chunk_s must be at least 0.5 s, got {chunk_s}")
-        if max_speech_s is not None and max_speech_s < chunk_s:
-            raise ValueError(f"max_speech_s must be at least chunk_s ({chunk_s} s), got {max_speech_s}")
+        self.pipeline = SpeechPipeline(
+            uuid, sample_rate_hz, biometrics, chunk_s=chunk_s, max_speech_s=max_speech_s
+        )
         self.uuid = uuid
         self.type = type
         self.sample_rate_hz = sample_rate_hz
@@ -197,127 +113,76 @@ class StreamSession:
         self.started = datetime.now(UTC)
         self.started_monotonic = time.monotonic()
         self.last_data = self.started_monotonic  # time.monotonic() of the last audio received
-        self.closed = False
         self.close_reason: str | None = None  # why it closed: closed, idle_timeout, force_off, shutdown...
         self.lock = asyncio.Lock()  # keeps this stream's pushes in order when they leave the event loop
         self.busy = 0  # pushes in progress (an idle timeout never closes a stream mid-push)
         self.last_verdict: str | None = None  # the last verification result on this stream
         self.last_score: float | None = None
-        self.vad_state = VadState()  # advanced by whoever runs this stream's VAD (push or the engine)
-        self.max_speech_s = max_speech_s
-        self._biometrics = biometrics
-        self._engine = engine
-        self._chunk_windows = math.ceil(chunk_s / WINDOW_S - 1e-9)
-        self._resampler = (
-            None
-            if sample_rate_hz == VAD_SAMPLE_RATE_HZ
-            else soxr.ResampleStream(sample_rate_hz, VAD_SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
-        )
+        # how far this stream's audio may run ahead of its analysis (the engine's limit): a feeder
+        # (voxgate.streams.feeder) queues at most this much more before its door waits or drops audio
+        self.max_backlog_s = max_backlog_s
+        self.dropped_s = 0.0  # audio a door could not hold back and dropped (a feeder counts it), seconds
+        self._submit = submit
         self._frames = FrameBuffer()
-        self._gate = SpeechGate(biometrics.rules)
-        self._carry = np.zeros(0, dtype=np.float32)  # 16 kHz samples short of a whole VAD window
-        self._pending: list[FloatArray] = []  # speech not yet embedded, 16 kHz
-        self._pending_samples = 0
-        self._pending_windows = 0  # unpadded speech windows in _pending
-        self._received_samples = 0  # at the native rate
-        self._heard_windows = 0  # all unpadded speech windows so far
-        self._queued_samples = 0  # at the native rate: fed, not yet through VAD (engine only)
-        self.waiting_windows = 0  # accepted by the engine, not yet through VAD
-        self._chunks_in_flight = 0  # cut by the gate, not yet in the voiceprint
-        # the voiceprint: per model, the sum of unit chunk embeddings weighted by their net speech
-        self._sums_lock = threading.Lock()
-        self._sums: dict[str, npt.NDArray[np.float64]] = {}
-        self._speech_s = 0.0
-        self._chunks = 0
 
     # -- what a listing shows ------------------------------------------------------------------------
 
     @property
+    def closed(self) -> bool:
+        return self.pipeline.closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self.pipeline.closed = value
+
+    @property
+    def max_speech_s(self) -> float | None:
+        return self.pipeline.max_speech_s
+
+    @property
     def duration_s(self) -> float:
         """Seconds of audio received."""
-        return self._received_samples / self.sample_rate_hz
+        return self.pipeline.duration_s
 
     @property
     def speech_s(self) -> float:
         """Net speech in the voiceprint (embedded chunks), seconds."""
-        with self._sums_lock:
-            return self._speech_s
+        return self.pipeline.speech_s
 
     @property
     def heard_speech_s(self) -> float:
         """Net speech detected so far, embedded or still pending, seconds."""
-        return self._heard_windows * WINDOW_S
+        return self.pipeline.heard_speech_s
 
     @property
     def chunks(self) -> int:
-        with self._sums_lock:
-            return self._chunks
+        return self.pipeline.chunks
 
     @property
     def buffered_samples(self) -> int:
         """16 kHz samples held by the stages (the stream's audio memory; bounded, never the call)."""
-        return len(self._carry) + self._pending_samples + self._gate.held_samples
+        return self.pipeline.buffered_samples
 
     @property
     def backlog_s(self) -> float:
         """Audio received but not yet through VAD, seconds: grows only when the engine falls behind."""
-        return self._queued_samples / self.sample_rate_hz + self.waiting_windows * WINDOW_S
+        return self.pipeline.backlog_s
 
     @property
     def capped(self) -> bool:
         """The voiceprint holds ``max_speech_s``: further audio is counted but no longer analysed."""
-        return self.max_speech_s is not None and self._speech_s >= self.max_speech_s
+        return self.pipeline.capped
+
+    @property
+    def working(self) -> bool:
+        """Audio of this stream is still being analysed (an idle timeout waits for it)."""
+        return self.pipeline.working
 
     def idle_s(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last_data
 
     def touch(self) -> None:
         self.last_data = time.monotonic()
-
-    # -- the stages (one thread at a time per stream: the pusher, or the engine's worker) ---------------
-
-    def accept(self, samples: FloatArray) -> FloatArray:
-        """Count and resample native-rate audio; returns the whole 16 kHz VAD windows it completes,
-        (windows, 512). Once the voiceprint is capped, audio is only counted."""
-        self._received_samples += samples.size
-        if self.capped:
-            return np.zeros((0, WINDOW_SAMPLES), dtype=np.float32)
-        resampled = samples if self._resampler is None else self._resampler.resample_chunk(samples)
-        audio = np.concatenate([self._carry, resampled]) if self._carry.size else resampled
-        n_windows = audio.size // WINDOW_SAMPLES
-        self._carry = audio[n_windows * WINDOW_SAMPLES :].copy()
-        return audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES)
-
-    def gate(self, window: FloatArray, probability: float) -> tuple[FloatArray, float] | None:
-        """One window and its speech probability in; a chunk holding ``chunk_s`` of net speech (and that
-        net speech, seconds) out when one is complete."""
-        speech, speech_windows = self._gate.step(window.copy(), probability)
-        for part in speech:
-            self._pending.append(part)
-            self._pending_samples += part.size
-        self._pending_windows += speech_windows
-        self._heard_windows += speech_windows
-        if self._pending_windows < self._chunk_windows:
-            return None
-        chunk = np.concatenate(self._pending)
-        speech_s = self._pending_windows * WINDOW_S
-        self._pending, self._pending_samples, self._pending_windows = [], 0, 0
-        self._chunks_in_flight += 1
-        return chunk, speech_s
-
-    def add_embeddings(self, vectors: Mapping[str, FloatArray], speech_s: float) -> None:
-        """Add one chunk's embeddings (one per model, any norm) to the pooled voiceprint."""
-        with self._sums_lock:
-            for model_id, vector in vectors.items():
-                weighted = speech_s * l2_normalise(vector).astype(np.float64)
-                self._sums[model_id] = self._sums[model_id] + weighted if model_id in self._sums else weighted
-            self._speech_s += speech_s
-            self._chunks += 1
-            self._chunks_in_flight -= 1
-
-    def chunk_failed(self) -> None:
-        """A chunk could not be embedded (it is left out of the voiceprint)."""
-        self._chunks_in_flight -= 1
 
     async def settled(self, timeout_s: float = 60.0) -> bool:
         """Wait until everything fed so far is in the voiceprint (or the stream closed); False on timeout.
@@ -334,11 +199,6 @@ class StreamSession:
             self.busy -= 1
             self.touch()
 
-    @property
-    def working(self) -> bool:
-        """Audio of this stream is still being analysed (an idle timeout waits for it)."""
-        return self.backlog_s > 0 or self._chunks_in_flight > 0
-
     # -- audio in, blocking (offline tools, tests): the stages inline, VAD one window at a time ---------
 
     def push_pcm16(self, data: bytes | bytearray | memoryview) -> None:
@@ -347,28 +207,8 @@ class StreamSession:
 
     def push(self, samples: FloatArray) -> None:
         """Mono float32 samples at the stream rate; returns when they are in the voiceprint."""
-        samples = self._checked(samples)
-        windows = self.accept(samples)
-        if windows.size == 0:
-            return
-        probabilities = self._biometrics.vad.probabilities(windows.reshape(-1), self.vad_state)
-        for window, probability in zip(windows, probabilities.tolist(), strict=True):
-            if self.closed:
-                raise StreamClosed(f"stream {self.uuid} was closed")
-            chunk = self.gate(window, probability)
-            if chunk is not None:
-                self._embed_inline(*chunk)
-
-    def _embed_inline(self, speech: FloatArray, speech_s: float) -> None:
-        vectors: dict[str, FloatArray] = {}
-        try:
-            for model_id, model in self._biometrics.models.items():
-                vectors[model_id] = model.embed(speech)
-        except (VoxgateError, ValueError) as exc:  # e.g. a degenerate chunk: skip it, keep the stream
-            log.warning("stream chunk not embedded: %s", exc, extra={"stream_uuid": self.uuid})
-            self.chunk_failed()
-            return
-        self.add_embeddings(vectors, speech_s)
+        if not self.pipeline.push(self._checked(samples)):
+            raise StreamClosed(f"stream {self.uuid} was closed")
 
     def _checked(self, samples: FloatArray) -> FloatArray:
         if self.closed:
@@ -385,7 +225,7 @@ class StreamSession:
         await self.feed(self._frames.push(data))
 
     async def feed(self, samples: FloatArray) -> None:
-        """Mono float32 samples at the stream rate. With an engine this only queues them, and waits
+        """Mono float32 samples at the stream rate. With ``submit`` this only queues them, and waits
         while the stream's backlog is over the engine's limit (backpressure, never dropped audio)."""
         self.touch()
         samples = self._checked(samples)
@@ -393,22 +233,14 @@ class StreamSession:
             return
         self.busy += 1
         try:
-            if self._engine is not None:
-                await self._engine.submit(self, samples)
+            if self._submit is not None:
+                await self._submit(self.pipeline, samples)
             else:
                 async with self.lock:
                     await asyncio.to_thread(self.push, samples)
         finally:
             self.busy -= 1
             self.touch()
-
-    def queued(self, n_samples: int) -> None:
-        """``n_samples`` (native rate) joined the engine's queue for this stream."""
-        self._queued_samples += n_samples
-
-    def dequeued(self, n_samples: int) -> None:
-        """The engine took ``n_samples`` (native rate) off this stream's queue."""
-        self._queued_samples -= n_samples
 
     # -- voiceprint out --------------------------------------------------------------------------------
 
@@ -417,20 +249,7 @@ class StreamSession:
 
         Raises InsufficientSpeech when it holds less than ``min_speech_s`` (or nothing at all).
         """
-        with self._sums_lock:
-            speech_s = self._speech_s
-            sums = dict(self._sums)
-        if speech_s < min_speech_s or not sums:
-            raise InsufficientSpeech(speech_s, max(min_speech_s, self._chunk_windows * WINDOW_S), what)
-        embeddings = {
-            model_id: Embedding(
-                model_id,
-                self._biometrics.models[model_id].version,
-                l2_normalise(vector.astype(np.float32)),
-            )
-            for model_id, vector in sums.items()
-        }
-        return Voiceprint(embeddings, speech_s)
+        return self.pipeline.voiceprint(min_speech_s, what)
 
     def close(self, reason: str = "closed") -> None:
         """Refuse further audio; a push in progress stops at its next window, and the engine drops the
