@@ -34,7 +34,10 @@ class FakeStream:
     def __init__(self, uuid: str, info: Mapping[str, InfoValue]) -> None:
         self.uuid = uuid
         self.info = dict(info)
+        self.sample_rate_hz = 8000
+        self.max_backlog_s = 5.0
         self.closed = False
+        self.dropped_s = 0.0
         self.reason: str | None = None
         self.batches: list[npt.NDArray[np.float32]] = []
 

@@ -31,8 +31,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from voxgate.errors import ModelNotPrepared, VoxgateError
+from voxgate.streams.feeder import Feeder
 from voxgate.streams.session import StreamCapacity, StreamNotFound, StreamType
-from voxgate.telephony.calls import CallAudio, CallStream, NoRtpPort, PortPool, StreamOpener
+from voxgate.telephony.calls import CallStream, NoRtpPort, PortPool, StreamOpener, call_feeder
 from voxgate.telephony.digest import DigestError, authorization, best_challenge
 from voxgate.telephony.rtp import SAMPLE_RATE_HZ, RtpReceiver
 from voxgate.telephony.sdp import CODECS, MediaOffer, SdpError, answer, choose_codec, parse_offer
@@ -134,7 +135,7 @@ class Dialog:
     invite_branch: str
     local_cseq: int = field(default_factory=lambda: random.randint(1, 10000))
     stream: CallStream | None = None
-    audio: CallAudio | None = None
+    audio: Feeder[CallStream] | None = None  # RTP samples → the stream (offer: never waits)
     receiver: RtpReceiver | None = None
     rtp: asyncio.DatagramTransport | None = None
     rtp_port: int | None = None
@@ -673,8 +674,8 @@ class SipAgent(asyncio.DatagramProtocol):
                 return
             if dialog.cancelled:
                 return
-            dialog.audio = CallAudio(dialog.stream)
-            receiver.sink = dialog.audio.sink
+            dialog.audio = call_feeder(dialog.stream, self.streams)
+            receiver.sink = dialog.audio.offer
             body = answer(offer, self.public_host, dialog.rtp_port, payload_type)
             self.dialogs[(dialog.call_id, dialog.local_tag)] = dialog
             dialog.answered = True

@@ -1,9 +1,11 @@
 """A call's media side: its RTP port, and the stream its audio feeds.
 
 Each answered call opens one ``SIP`` stream in the registry (info ``callid``, ``caller``, ``callee``,
-``pbx``), so ``POST /api/v2/streams`` finds the stream uuid by call id. RTP audio reaches the stream in
-batches of ``BATCH_S`` (one worker-thread hop per batch, not per 20 ms packet); a batch queue between the
-socket and the stream keeps the event loop free: the socket callback only appends samples.
+``pbx``), so ``POST /api/v2/streams`` finds the stream uuid by call id. RTP audio reaches the stream through the
+shared :class:`~voxgate.streams.feeder.Feeder` (batches, a bounded queue, its own feeding task): the
+socket callback only offers samples. RTP arrives in real time and cannot be slowed, so when the stream
+falls ``max_backlog_s`` behind, the oldest queued audio is dropped and counted (the stream's
+``dropped_s``). A feed that fails closes the stream with reason ``error``; the call itself goes on.
 """
 
 from __future__ import annotations
@@ -14,23 +16,24 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
-import numpy as np
-
 from voxgate.errors import VoxgateError
+from voxgate.streams.feeder import Feeder
 from voxgate.streams.session import InfoValue, StreamNotFound, StreamType
-from voxgate.telephony.rtp import SAMPLE_RATE_HZ, FloatArray, RtpReceiver
+from voxgate.telephony.rtp import FloatArray, RtpReceiver
 
 log = logging.getLogger(__name__)
 
-BATCH_S = 0.25  # audio handed to the stream at once
-MAX_QUEUED_S = 60.0  # audio waiting for a slow stream beyond this is dropped (oldest first)
+FEED_FAILED = "error"  # close reason of a call's stream whose audio could not be fed
 
 
 class CallStream(Protocol):
     """What a call needs of a live stream (:class:`~voxgate.streams.session.StreamSession` is one)."""
 
     uuid: str
+    sample_rate_hz: int
+    max_backlog_s: float
     closed: bool
+    dropped_s: float
 
     async def feed(self, samples: FloatArray) -> None: ...
 
@@ -87,59 +90,14 @@ class PortPool:
         self.in_use.discard(port)
 
 
-class CallAudio:
-    """RTP samples -> batches -> ``stream.feed``, in order, off the socket callback."""
+def call_feeder(stream: CallStream, streams: StreamOpener) -> Feeder[CallStream]:
+    """The feeder of a call's stream. The RTP socket callback calls its ``offer`` (never waits); a feed
+    that fails is logged and closes the stream with reason ``error``."""
 
-    def __init__(self, stream: CallStream, sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
-        self.stream = stream
-        self.batch_samples = round(BATCH_S * sample_rate_hz)
-        self.max_queued = max(1, round(MAX_QUEUED_S / BATCH_S))
-        self.dropped_samples = 0
-        self.fed_samples = 0
-        self._pending: list[FloatArray] = []
-        self._pending_samples = 0
-        self._queue: asyncio.Queue[FloatArray | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._feed(), name=f"sip-feed-{stream.uuid}")
+    async def failed(exc: Exception) -> None:
+        log.error("feeding call audio failed: %s", exc, exc_info=exc, extra={"stream_uuid": stream.uuid})
+        if not stream.closed:
+            with contextlib.suppress(StreamNotFound):
+                await streams.close(stream.uuid, FEED_FAILED)
 
-    def sink(self, samples: FloatArray) -> None:
-        """Called from the RTP socket callback: only collects (never blocks the event loop)."""
-        self._pending.append(samples)
-        self._pending_samples += samples.size
-        if self._pending_samples >= self.batch_samples:
-            self._enqueue()
-
-    def _enqueue(self) -> None:
-        if not self._pending:
-            return
-        batch = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self._pending_samples = [], 0
-        if self._queue.qsize() >= self.max_queued:
-            with contextlib.suppress(asyncio.QueueEmpty):
-                old = self._queue.get_nowait()
-                if old is not None:
-                    self.dropped_samples += old.size
-                    log.warning(
-                        "stream falls behind its call: audio dropped", extra={"stream_uuid": self.stream.uuid}
-                    )
-        self._queue.put_nowait(batch)
-
-    async def _feed(self) -> None:
-        while True:
-            batch = await self._queue.get()
-            if batch is None:
-                return
-            if self.stream.closed:
-                continue
-            try:
-                await self.stream.feed(batch)
-                self.fed_samples += batch.size
-            except StreamNotFound:  # closed under us (maintenance, shutdown): the call ends anyway
-                continue
-            except Exception:  # a broken batch must not stop the call's later audio
-                log.exception("feeding call audio failed", extra={"stream_uuid": self.stream.uuid})
-
-    async def finish(self) -> None:
-        """Hand over what is pending and wait until the stream has it all."""
-        self._enqueue()
-        self._queue.put_nowait(None)
-        await self._task
+    return Feeder(stream, on_failure=failed, name="sip-feed")

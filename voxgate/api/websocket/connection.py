@@ -6,30 +6,28 @@
                                              start     → registry.create → a StreamFeeder → 201
                                              media     → touch; the fed track's codes → its feeder
                                              stop      → the feeder hands over the rest, the stream closes → 204
-    StreamFeeder, one task per stream: BATCH_S batches of decoded G.711 → StreamSession.feed, in order
+    StreamFeeder, one task per stream (the shared voxgate.streams.feeder.Feeder): decoded G.711 in
+    BATCH_S batches → StreamSession.feed, in order
     writer task: every reply and ping, in order (nothing else awaits the socket)
     WebSocketDoor.on_stop (the registry's stop listener): a stream closed elsewhere (idle 408,
     force_off 423, shutdown 503) is answered once and dropped from its connection
 
 A stream's ``feed`` may wait (the engine slows a stream that is far behind): its feeder's queue absorbs
-``MAX_BACKLOG_S`` of audio without holding up the connection's other streams. Beyond that the reader waits
-for room: the client is slowed, no audio is dropped, and meanwhile the connection's streams count as
-active (the delay is voxgate's, not the client's). The door only turns frames into PCM; the biometrics
-happen in the session.
+the stream's ``max_backlog_s`` of audio without holding up the connection's other streams. Beyond that
+the reader waits for room (``Feeder.put``): the client is slowed, no audio is dropped, and meanwhile the
+connection's streams count as active (the delay is voxgate's, not the client's). The door only turns
+frames into PCM; the biometrics happen in the session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 from starlette.websockets import WebSocket
 
 from voxgate.api.websocket import protocol as wire
@@ -38,19 +36,13 @@ from voxgate.errors import VoxgateError
 from voxgate.service.maintenance import LOCK_HINT
 from voxgate.store import events
 from voxgate.streams import StreamExists, StreamNotFound, StreamSession, StreamType
+from voxgate.streams.feeder import Feeder
 
 if TYPE_CHECKING:
     from voxgate.service.runtime import Runtime
 
 log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
 
-BATCH_S = 0.25  # 20 ms frames are gathered into batches this long before they leave the event loop
-BATCH_SAMPLES = round(BATCH_S * wire.SAMPLE_RATE_HZ)
-MAX_BACKLOG_S = 5.0  # audio a stream's feeder may hold before the connection's reader waits for room
-QUEUE_BATCHES = round(MAX_BACKLOG_S / BATCH_S)
-MAX_FEED_SAMPLES = 2 * wire.SAMPLE_RATE_HZ  # a feeder that fell behind hands up to 2 s over at once
-WAIT_TICK_S = 0.5  # while the reader waits for room, it keeps the connection's streams alive this often
 REMEMBERED_SIDS = 256  # per connection: closed streams (their uuid in 404 replies) and sids answered 404
 
 DISCONNECTED = "disconnected"  # close reason of the streams of a dropped connection
@@ -66,19 +58,16 @@ HANDSHAKE_FIRST = (
 )
 
 
-def _nothing() -> None:
-    """A wait callback that does nothing."""
-
-
 @dataclass(frozen=True)
 class _Hangup:
     code: int
     reason: str
 
 
-class StreamFeeder:
-    """One stream's audio path: G.711 codes gathered into ``BATCH_S`` batches, decoded, queued, and fed to
-    the session in order by the feeder's own task, so a stream that waits never holds up the others."""
+class StreamFeeder(Feeder[StreamSession]):
+    """One stream's audio path: the shared :class:`~voxgate.streams.feeder.Feeder` (batches, a bounded
+    queue, its own feeding task: a stream that waits never holds up the others) fed decoded G.711, plus
+    what the connection needs to answer for the stream."""
 
     def __init__(
         self,
@@ -87,75 +76,16 @@ class StreamFeeder:
         request: wire.StreamRequest,
         on_failure: Callable[[StreamFeeder, Exception], Awaitable[None]],
     ) -> None:
+        super().__init__(session, on_failure=lambda exc: on_failure(self, exc), name="websocket-feed")
         self.sid = sid
-        self.session = session
         self.track = request.track
         self.stopping = False  # its connection is closing it (or was told it closed): no further reply
         self._decode = ulaw_decode_float if request.encoding is wire.Encoding.MULAW else alaw_decode_float
-        self._pending = bytearray()  # codes short of a batch
-        self._queue: asyncio.Queue[FloatArray | None] = asyncio.Queue(maxsize=QUEUE_BATCHES)
-        self._on_failure = on_failure
-        self._task = asyncio.create_task(self._run(), name=f"websocket-feed-{session.uuid}")
-
-    @property
-    def uuid(self) -> str:
-        return self.session.uuid
 
     async def add(self, codes: bytes, waiting: Callable[[], None]) -> None:
-        """One media payload; each whole batch goes to the feeder task (waits only while its queue is
-        full, calling ``waiting`` every ``WAIT_TICK_S``)."""
-        self._pending += codes
-        while len(self._pending) >= BATCH_SAMPLES:
-            batch = self._decode(bytes(self._pending[:BATCH_SAMPLES]))  # (samples,) float32 at 8 kHz
-            del self._pending[:BATCH_SAMPLES]
-            await self._put(batch, waiting)
-
-    async def finish(self) -> None:
-        """Hand over the last partial batch and wait until the session has been fed everything."""
-        if self._pending:
-            batch = self._decode(bytes(self._pending))
-            self._pending.clear()
-            await self._put(batch, _nothing)
-        await self._put(None, _nothing)
-        await asyncio.wait({self._task})
-
-    def abandon(self) -> None:
-        """Stop now (the stream closed, or its connection dropped): what is queued is discarded."""
-        self._pending.clear()
-        self._task.cancel()
-
-    async def _put(self, item: FloatArray | None, waiting: Callable[[], None]) -> None:
-        while not self._task.done():  # a feeder that ended (stream closed, client told) takes nothing
-            if not self._queue.full():
-                self._queue.put_nowait(item)
-                return
-            waiting()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._queue.put(item), WAIT_TICK_S)
-                return
-
-    async def _run(self) -> None:
-        try:
-            while True:
-                item = await self._queue.get()
-                batches = [] if item is None else [item]
-                last = item is None
-                size = sum(batch.size for batch in batches)
-                while not last and size < MAX_FEED_SAMPLES and not self._queue.empty():
-                    more = self._queue.get_nowait()
-                    if more is None:
-                        last = True
-                    else:
-                        batches.append(more)
-                        size += more.size
-                if batches:
-                    await self.session.feed(batches[0] if len(batches) == 1 else np.concatenate(batches))
-                if last:
-                    return
-        except StreamNotFound:  # StreamClosed: closed elsewhere, and whoever closed it told the client
-            return
-        except Exception as exc:  # never silent: the client hears 500 and the stream closes
-            await self._on_failure(self, exc)
+        """One media payload: decoded and queued; waits only while the queue is full (the client is
+        slowed), calling ``waiting`` meanwhile."""
+        await self.put(self._decode(codes), waiting)  # (samples,) float32 at 8 kHz
 
 
 class Connection:
