@@ -214,4 +214,5 @@ class Runtime:
             info=session.info,
             audio_s=round(session.duration_s, 3),
             speech_s=round(session.speech_s, 3),
+            dropped_s=round(session.dropped_s, 3),
         )

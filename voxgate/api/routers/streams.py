@@ -111,6 +111,13 @@ class StreamInfo(BaseModel):
     capped: bool = Field(
         description="The voiceprint reached `VOXGATE_STREAM_MAX_SPEECH_S`; later audio is not analysed."
     )
+    dropped_s: float = Field(
+        default=0.0,
+        description="Audio (seconds) dropped because the stream fell more than twice "
+        "`VOXGATE_STREAM_MAX_BACKLOG_S` behind a sender that cannot wait (SIP/RTP); 0 while the server "
+        "keeps up. Senders that can wait (HTTP, WebSocket) are slowed instead and never lose audio.",
+        examples=[0.0],
+    )
     last_verdict: str | None = Field(
         default=None, description="The last verification result on this stream.", examples=["verified"]
     )
@@ -208,6 +215,7 @@ def _info(session: StreamSession) -> StreamInfo:
         heard_speech_length=round(session.heard_speech_s, 3),
         backlog_s=round(session.backlog_s, 3),
         capped=session.capped,
+        dropped_s=round(session.dropped_s, 3),
         last_verdict=session.last_verdict,
         last_score=session.last_score,
     )
