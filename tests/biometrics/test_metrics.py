@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
+from voxgate.audio.types import Float64Array
 from voxgate.biometrics.metrics import (
     SummaryMetrics,
     act_dcf,
@@ -22,10 +22,8 @@ from voxgate.biometrics.metrics import (
     threshold_for_frr,
 )
 
-FloatArray = npt.NDArray[np.float64]
 
-
-def _trials(seed: int, *, tied: bool) -> tuple[FloatArray, FloatArray]:
+def _trials(seed: int, *, tied: bool) -> tuple[Float64Array, Float64Array]:
     """Small overlapping target/non-target sets; ``tied`` draws from a few values so ties abound."""
     rng = np.random.default_rng(seed)
     n_tar = int(rng.integers(1, 25))
@@ -43,12 +41,12 @@ CASES = [(seed, tied) for seed in range(12) for tied in (False, True)]
 # -- brute-force references: the definitions, one threshold at a time ---------------------------
 
 
-def _rates(tar: FloatArray, non: FloatArray, t: float) -> tuple[float, float]:
+def _rates(tar: Float64Array, non: Float64Array, t: float) -> tuple[float, float]:
     """(p_miss, p_fa) straight from the definition: accept means score >= t."""
     return sum(s < t for s in tar) / len(tar), sum(s >= t for s in non) / len(non)
 
 
-def _all_points(tar: FloatArray, non: FloatArray) -> list[tuple[float, float]]:
+def _all_points(tar: Float64Array, non: Float64Array) -> list[tuple[float, float]]:
     """Every reachable (p_miss, p_fa): thresholds at each score and above all of them."""
     candidates = [*sorted({*tar.tolist(), *non.tolist()}), math.inf]
     return [_rates(tar, non, t) for t in candidates]
@@ -81,7 +79,7 @@ def _naive_pav(values: list[float], weights: list[float]) -> list[float]:
     return [s / w for s, w, n in blocks for _ in range(n)]
 
 
-def _reference_min_cllr(tar: FloatArray, non: FloatArray) -> float:
+def _reference_min_cllr(tar: Float64Array, non: Float64Array) -> float:
     """Cllr of PAV posteriors per tied score, written as posterior odds times the prior correction."""
     atoms = sorted({*tar.tolist(), *non.tolist()})
     n_tar = [float(np.sum(tar == a)) for a in atoms]

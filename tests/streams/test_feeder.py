@@ -8,17 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 import soundfile as sf
 
 from voxgate.audio.resample import resample
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.engine import Biometrics
 from voxgate.streams.feeder import BATCH_S, Feeder
 from voxgate.streams.inference import InferenceEngine
 from voxgate.streams.session import StreamClosed, StreamSession, StreamType
 
-FloatArray = npt.NDArray[np.float32]
 RATE = 8000
 FRAME = 160  # 20 ms, as both doors deliver it
 

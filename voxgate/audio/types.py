@@ -11,6 +11,10 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:  # only for the annotation: audio/ does not need pydantic at import time
     from voxgate.settings import Settings
 
+# The array types of the whole package, defined once.
+FloatArray = NDArray[np.float32]  # samples, features, embeddings
+Float64Array = NDArray[np.float64]  # scores and the statistics computed from them
+
 
 @dataclass(frozen=True, eq=False)
 class Audio:
@@ -19,7 +23,7 @@ class Audio:
     ``eq=False``: equality by identity, because element-wise array equality has no single truth value.
     """
 
-    samples: NDArray[np.float32]  # (samples,) mono in [-1, 1]
+    samples: FloatArray  # (samples,) mono in [-1, 1]
     sample_rate_hz: int
     channels_in_source: int
     codec: str  # "PCM_16", "ULAW", "GSM610", "VORBIS", "opus", "aac", ...

@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
 
+from voxgate.audio.types import FloatArray
 from voxgate.errors import ModelError, ModelNotPrepared
-
-FloatArray = npt.NDArray[np.float32]
 
 VAD_SAMPLE_RATE_HZ = 16000
 WINDOW_SAMPLES = 512  # 32 ms at 16 kHz, the model's fixed window

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.metrics import threshold_for_far, threshold_for_frr
 from voxgate.biometrics.profile import Thresholds
 
-FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
 DEFAULT_ACCEPT_FAR = 0.003  # `verified` falsely accepts at most 0.5 % of impostors on every fitting set

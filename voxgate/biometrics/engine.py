@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from voxgate.audio.resample import resample
-from voxgate.audio.types import Audio
+from voxgate.audio.types import Audio, FloatArray
 from voxgate.audio.vad import (
     VAD_SAMPLE_RATE_HZ,
     SegmentationRules,
@@ -31,7 +30,6 @@ from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
 from voxgate.errors import InsufficientSpeech
 
 log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
 
 MODEL_RATE_HZ = 16000
 

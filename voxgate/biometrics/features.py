@@ -20,9 +20,9 @@ import kaldi_native_fbank as knf
 import numpy as np
 import numpy.typing as npt
 
+from voxgate.audio.types import FloatArray
 from voxgate.errors import InsufficientSpeech, MultiChannelAudio
 
-FloatArray = npt.NDArray[np.float32]
 Float64Array = npt.NDArray[np.float64]
 
 SAMPLE_RATE_HZ = 16000

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from voxgate.audio.types import Float64Array
+
 __all__ = [
     "SummaryMetrics",
     "act_dcf",
@@ -30,7 +32,6 @@ __all__ = [
     "threshold_for_frr",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _LN2 = math.log(2.0)
@@ -48,7 +49,7 @@ class SummaryMetrics:
     min_cllr: float
 
 
-def _scores(values: npt.ArrayLike, name: str) -> FloatArray:
+def _scores(values: npt.ArrayLike, name: str) -> Float64Array:
     """A 1-D float64 copy of the scores, refusing input that would yield a believable but wrong metric."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
@@ -86,7 +87,7 @@ def _cost(value: float, name: str) -> float:
     return float(value)
 
 
-def _tied_counts(tar: FloatArray, non: FloatArray) -> tuple[FloatArray, IntArray, IntArray]:
+def _tied_counts(tar: Float64Array, non: Float64Array) -> tuple[Float64Array, IntArray, IntArray]:
     """Distinct scores in ascending order with the number of targets and non-targets at each.
 
     The single sort every curve is built from; tied scores collapse into one atom.
@@ -137,7 +138,7 @@ def _pav(n_tar: IntArray, n_all: IntArray) -> tuple[IntArray, IntArray, IntArray
 
 def det_curve(
     target_scores: npt.ArrayLike, nontarget_scores: npt.ArrayLike
-) -> tuple[FloatArray, FloatArray, FloatArray]:
+) -> tuple[Float64Array, Float64Array, Float64Array]:
     """Miss and false-accept rates at every distinct threshold, from one sort and cumulative sums.
 
     ``thresholds`` are the distinct scores in ascending order followed by ``+inf`` (reject all), so the
@@ -155,7 +156,7 @@ def det_curve(
     return thresholds, p_miss.astype(np.float64), p_fa.astype(np.float64)
 
 
-def _rocch(tar: FloatArray, non: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _rocch(tar: Float64Array, non: Float64Array) -> tuple[Float64Array, Float64Array]:
     """Vertices (p_miss, p_fa) of the ROC convex hull, from accept-all to reject-all (BOSARIS ``rocch``)."""
     _, n_tar_at, n_non_at = _tied_counts(tar, non)
     _, _, block_end = _pav(n_tar_at, n_tar_at + n_non_at)

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.voiceprint import Voiceprint
 from voxgate.errors import ModelMismatch, ProfileError
 
-FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
 PROFILE_FORMAT = "voxgate-calibration-profile"

@@ -7,11 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
+from voxgate.audio.types import FloatArray
 from voxgate.errors import ModelMismatch
-
-FloatArray = npt.NDArray[np.float32]
 
 
 def l2_normalise(vector: FloatArray) -> FloatArray:

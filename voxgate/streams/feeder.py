@@ -36,12 +36,11 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
+from voxgate.audio.types import FloatArray
 from voxgate.streams.session import StreamNotFound
 
 log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
 
 BATCH_S = 0.25  # frames (20 ms) are gathered into batches this long before they leave the door
 MAX_FEED_S = 2.0  # a feeder that fell behind hands up to this much over in one feed

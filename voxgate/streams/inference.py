@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
+from voxgate.audio.types import FloatArray
 from voxgate.audio.vad import WINDOW_S
 from voxgate.errors import VoxgateError
 from voxgate.streams.stages import MAX_BACKLOG_S, SpeechPipeline
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
 
 log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
 
 MAX_BATCH = 64  # VAD windows per call (streams advanced together)
 WINDOWS_PER_TURN = 32  # ≈ 1 s of a stream's audio per worker cycle: a long upload cannot starve the rest

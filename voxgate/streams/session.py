@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voxgate.audio.frames import FrameBuffer
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.voiceprint import Voiceprint
 from voxgate.errors import VoxgateError
 from voxgate.streams.stages import (
     CHUNK_S,
     MAX_BACKLOG_S,
     MAX_HANGOVER_S,
-    FloatArray,
     SpeechGate,
     SpeechPipeline,
     Submit,

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from voxgate.audio.types import FloatArray
 from voxgate.audio.vad import VAD_SAMPLE_RATE_HZ, WINDOW_S, WINDOW_SAMPLES, SegmentationRules, VadState
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
 from voxgate.errors import InsufficientSpeech, VoxgateError
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
 
 log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
 
 # Net speech per embedded chunk. Measured on LibriSpeech at 8 kHz (2 speakers, 15-22 s of speech), the
 # duration-weighted mean of chunk embeddings vs. one embedding of the whole speech: cosine ECAPA

@@ -16,10 +16,11 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
+from voxgate.audio.types import FloatArray
 from voxgate.errors import VoxgateError
 from voxgate.streams.feeder import Feeder
 from voxgate.streams.session import InfoValue, StreamNotFound, StreamType
-from voxgate.telephony.rtp import FloatArray, RtpReceiver
+from voxgate.telephony.rtp import RtpReceiver
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-import numpy.typing as npt
 
 from voxgate.audio.g711 import alaw_decode_float, ulaw_decode_float
+from voxgate.audio.types import FloatArray
 
 log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
 
 PCMU, PCMA = 0, 8
 DECODERS: dict[int, Callable[[bytes], FloatArray]] = {PCMU: ulaw_decode_float, PCMA: alaw_decode_float}

@@ -22,9 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from voxgate.audio.types import FloatArray
 from voxgate.errors import CorruptAudio, InsufficientSpeech, ModelNotPrepared, MultiChannelAudio
-
-FloatArray = npt.NDArray[np.float32]
 
 MODEL_CARD = "model.json"
 MODEL_FILE = "model.onnx"

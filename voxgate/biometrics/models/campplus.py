@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.features import campplus_fbank
-from voxgate.biometrics.models.base import FloatArray, OnnxEmbeddingModel
+from voxgate.biometrics.models.base import OnnxEmbeddingModel
 
 CAMPPLUS_FEATURES = "kaldi-fbank80-utterance-mean"
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.features import ecapa_fbank
-from voxgate.biometrics.models.base import FloatArray, OnnxEmbeddingModel
+from voxgate.biometrics.models.base import OnnxEmbeddingModel
 
 ECAPA_FEATURES = "speechbrain-fbank80-sentence-mean"
 

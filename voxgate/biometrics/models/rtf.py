@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from voxgate.biometrics.models.base import EmbeddingModel, FloatArray
+from voxgate.audio.types import FloatArray
+from voxgate.biometrics.models.base import EmbeddingModel
 
 
 def measure_rtf(model: EmbeddingModel, waveform: FloatArray, repeats: int = 5) -> float:

@@ -29,13 +29,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.features import N_MELS, SAMPLE_RATE_HZ
 from voxgate.biometrics.models import MODEL_IDS, check_model_id
 from voxgate.biometrics.models.base import (
     MIN_EMBED_DURATION_S,
     MODEL_CARD,
     MODEL_FILE,
-    FloatArray,
     ModelCard,
     OnnxEmbeddingModel,
     cosine,

@@ -27,14 +27,13 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from voxgate.audio.types import Audio
+from voxgate.audio.types import Audio, FloatArray
 from voxgate.biometrics.engine import Biometrics
 from voxgate.biometrics.features import SAMPLE_RATE_HZ
 from voxgate.biometrics.models.base import (
     INT8_FILE,
     MODEL_CARD,
     MODEL_FILE,
-    FloatArray,
     ModelCard,
     OnnxEmbeddingModel,
     cosine,
