@@ -56,7 +56,7 @@ from voxgate.evaluation.datasets import Dataset, read_dataset
 from voxgate.evaluation.embedding import EmbedJob, FileResult, embed_one
 from voxgate.evaluation.fitting import EmbeddedSet, fit_profile
 from voxgate.evaluation.report import VerdictRates
-from voxgate.evaluation.sections import replace_section, table_row
+from voxgate.evaluation.sections import carry_notes, notes_block, replace_section, table_row
 from voxgate.settings import Settings
 from voxgate.streams import session as session_module
 from voxgate.streams.session import StreamSession, StreamType
@@ -610,9 +610,9 @@ def _set_label(c: Comparison) -> str:
     return f"{c.set_name} (simulated)" if c.simulated else c.set_name
 
 
-def render(
-    measured: Sequence[Measured], refits: Sequence[Refit], chunk_s: float, conclusion: Sequence[str]
-) -> str:
+def render(measured: Sequence[Measured], refits: Sequence[Refit], chunk_s: float) -> str:
+    """The live-stream section, its notes block holding the placeholder (``main`` carries the written notes
+    over from the existing document)."""
     order = list(Channel)
     comparisons = sorted(
         (m.comparison for m in measured),
@@ -750,7 +750,7 @@ def render(
                     f"| {r.channel.value} | {label} | {p.thresholds.accept_llr:.3f} | {p.thresholds.reject_llr:.3f} "
                     f"| {weights} | {p.offset:.3f} |"
                 )
-    out += ["", *conclusion, ""]
+    out += ["", *notes_block(), ""]
     return "\n".join(out)
 
 
@@ -767,38 +767,6 @@ def _figures(s: Scored) -> str:
 
 
 RUNTIME = "25-45 minutes on 2 shared cores without the cache"
-# Written from the tables above (like accuracy.DECISIONS); check it when the figures change.
-CONCLUSION = [
-    "**Conclusion.** The live-stream voiceprint scores like the offline one, close enough for the shipped",
-    "thresholds. On every set and channel the trial scores correlate at r ≥ 0.96 (≥ 0.987 for single",
-    "recordings); the EER rises by 0-0.8 pp (the digit-clip calls: +2.2 pp, on 27 target trials where one trial",
-    "is 3.7 pp); the `verified` false-accept rate at the shipped thresholds is the same within 0.1 pp (largest",
-    "change 0.00 → 0.09 %, 2 of 2314 IVR-call impostor trials), and so is the mixed case of an imported",
-    "enrollment verified on a live call. Single trials do move: |ΔLLR| is 0.2-1.1 on average, and single impostor",
-    "trials score up to 4.8 LLR higher on calls (0.9 on single 3-s clips). On average impostors move little, but",
-    "the shift grows with the speech pooled (chunk table): -0.1 to -0.4 LLR when the two voiceprints hold one",
-    "chunk each, +0.15 to +0.3 at 9-16 chunks on recordings, +0.5 to +0.6 on the IVR calls; about half of that",
-    "when only the verifying side is a live stream. That is the effect seen before; on these sets it stays far",
-    "below the `verified` thresholds (4.3 / 4.7 LLR), so the false accepts do not change. Genuine callers score",
-    "up to 1 LLR lower on average on streams, mostly because a stream voiceprint holds only whole chunks",
-    "(1.2-1.8 s less speech than the recording).",
-    "",
-    "- **Thresholds**: the shipped profiles hold for live streams on these sets; no refit is needed. A profile",
-    "  fitted on stream voiceprints (`fit_profile`, the function behind `voxgate calibrate`, takes them as they",
-    "  are; the CLI itself can only embed recordings offline) puts the `verified` threshold within 0.12 LLR of",
-    "  one fitted on the offline voiceprints of the same audio, and scores held-out stream trials no better.",
-    "- **Coverage**: a live call has no voiceprint before 3 s of net speech. 23-25 % of the LibriSpeech recordings",
-    "  (2-23 s), 18 % of the IVR prompts and most 3-s clips give none; the single-recording rows of the clip sets",
-    "  are therefore a subset (the clips with ≥ 3 s of speech).",
-    "- **Not stream-specific, but seen here**: on the 4-clip Arabic keyword calls (≈ 10 s of speech) the shipped",
-    "  thresholds answer `verified` to 1.6 % (wideband) and 2.2 % (telephone) of impostors, offline and live",
-    "  alike, against the 0.3 % they were fitted for on 3-s clips: calibration depends on speech length.",
-    "- **Recommendation**: keep the shipped profiles for streams. On the IVR calls (up to 110 s of speech each)",
-    "  the impostor shift levels off at +0.5 to +0.6 LLR from 5 to ≥ 17 chunks; re-measure on real conversational",
-    "  calls when we have them, and fit a stream profile if it nears +1 LLR. Worth trying: embed the pending speech",
-    "  (≥ 1 s) when a call ends or before enrolling from a stream, which should recover part of the lower genuine",
-    "  scores (not measured: the session has no public flush).",
-]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -830,11 +798,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_speaker=args.per_speaker,
     )
     refits = [] if args.no_refit else refit(measured)
-    section = render(measured, refits, settings.stream_chunk_s, CONCLUSION)
+    section = render(measured, refits, settings.stream_chunk_s)
     print(f"streaming: {time.monotonic() - started:.0f} s", file=sys.stderr)
     if args.out:
         document = args.out.read_text() if args.out.exists() else ""
-        args.out.write_text(replace_section(document, SECTION, section))
+        args.out.write_text(carry_notes(document, replace_section(document, SECTION, section)))
         print(f"streaming: wrote {SECTION[3:]!r} in {args.out}", file=sys.stderr)
     else:
         print(section)
