@@ -69,11 +69,6 @@ async def account_name(sessions: DbSessions) -> str | None:
         return await session.scalar(select(UserRow.username).order_by(UserRow.id).limit(1))
 
 
-async def account_exists(sessions: DbSessions, username: str) -> bool:
-    async with sessions() as session:
-        return await session.scalar(select(UserRow.id).where(UserRow.username == username)) is not None
-
-
 async def create_account(sessions: DbSessions, username: str, password: str) -> bool:
     """Create the account if the store has none yet; True if this call created it.
 
