@@ -23,6 +23,7 @@ test: models lint unit
 lint: setup
 	$(BIN)/ruff check voxgate tests bench
 	$(BIN)/mypy voxgate
+	$(BIN)/mypy tests bench
 
 unit: models
 	$(BIN)/python -m pytest

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from voxgate.api.app import create_app
 from voxgate.settings import Settings
@@ -24,7 +25,10 @@ ADMIN_PASSWORD = "correct horse battery staple"
 @pytest.fixture
 def settings(tmp_path: Path, model_dir: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", model_dir=model_dir, admin_password=ADMIN_PASSWORD, log_json=False
+        data_dir=tmp_path / "data",
+        model_dir=model_dir,
+        admin_password=SecretStr(ADMIN_PASSWORD),
+        log_json=False,
     )
 
 

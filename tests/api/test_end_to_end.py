@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 import soxr
 
@@ -29,7 +30,7 @@ def _speech(speech_dir: Path, speaker: str, files: slice) -> np.ndarray:
     return np.concatenate(pieces)
 
 
-def _pcm(samples: np.ndarray) -> bytes:
+def _pcm(samples: npt.NDArray[np.float32]) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
 

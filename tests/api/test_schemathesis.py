@@ -7,12 +7,14 @@ Endpoints that end the test's own session (logout, password change, reset) are l
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 PASSWORD = "schemathesis-password-123"
@@ -37,6 +39,9 @@ def test_no_server_errors_and_schema_conformance(live_server: str, token: str) -
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():
+        if isinstance(result, Err):  # an operation the schema describes so badly it cannot be generated
+            failures.append(f"schema: {result.err()}")
+            continue
         operation = result.ok()
         operations += 1
 
@@ -48,7 +53,7 @@ def test_no_server_errors_and_schema_conformance(live_server: str, token: str) -
             database=None,
             derandomize=not os.environ.get("VOXGATE_SCHEMATHESIS_RANDOM"),
         )
-        def exercise(case: schemathesis.Case) -> None:
+        def exercise(case: schemathesis.Case[Any]) -> None:
             case.call_and_validate(
                 headers=headers, checks=[not_a_server_error, response_schema_conformance], timeout=30
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from voxgate.api.app import create_app
 from voxgate.settings import Settings
@@ -35,7 +36,7 @@ async def test_snapshot_round_trip_under_every_model_subset(
     settings = Settings(
         data_dir=tmp_path,
         model_dir=model_dir,
-        admin_password=PASSWORD,
+        admin_password=SecretStr(PASSWORD),
         models=models,
         profile=profile,
         min_enroll_speech_s=3,

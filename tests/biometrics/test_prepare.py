@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -18,7 +18,10 @@ from voxgate.biometrics.prepare import export
 from voxgate.biometrics.prepare.export import default_check_audio, prepare_models
 from voxgate.errors import ModelError
 
-torch = pytest.importorskip("torch")
+if TYPE_CHECKING:  # importorskip's module is untyped: give mypy torch's own types
+    import torch
+else:
+    torch = pytest.importorskip("torch")
 
 SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech"
 LIBRI = SPEECH / "librispeech_test_other"
@@ -105,7 +108,7 @@ def test_campplus_head_is_3d_speakers_without_the_final_relu() -> None:
     np.testing.assert_allclose(senkos, np.maximum(ours, 0.0), atol=1e-6)
 
 
-class _TinyNetwork(torch.nn.Module):  # type: ignore[misc]
+class _TinyNetwork(torch.nn.Module):
     """features (batch, frames, 80) -> (batch, 192): exports in a blink, exercises the whole pipeline."""
 
     def __init__(self) -> None:

@@ -75,7 +75,7 @@ def test_json_round_trip_and_hash(tmp_path: Path) -> None:
     profile.save(path)
     loaded = CalibrationProfile.load(path)
     assert loaded.content_hash == profile.content_hash
-    np.testing.assert_array_equal(loaded.terms[0].cohort, profile.terms[0].cohort)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(loaded.terms[0].cohort, profile.terms[0].cohort)
     child = loaded.derived(name="child")
     assert child.parent_hash == profile.content_hash and child.content_hash != profile.content_hash
 

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from pydantic import SecretStr
 
 from voxgate.api.app import create_app
 from voxgate.cli import main
@@ -58,7 +59,10 @@ def test_cli_enroll_and_api_import_make_the_same_voiceprint(
 ) -> None:
     files = _recordings(speech_dir)
     api_settings = Settings(
-        data_dir=tmp_path / "api", model_dir=model_dir, admin_password=PASSWORD, min_enroll_speech_s=5
+        data_dir=tmp_path / "api",
+        model_dir=model_dir,
+        admin_password=SecretStr(PASSWORD),
+        min_enroll_speech_s=5,
     )
     asyncio.run(_import(api_settings, files))
 

@@ -216,7 +216,7 @@ def test_utc_day_compiles_for_both_databases() -> None:
     statement = select(events.utc_day(EventRow.time))
     assert "date(events.time)" in str(statement.compile(dialect=sqlite.dialect()))
     assert "to_char((events.time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')" in str(
-        statement.compile(dialect=postgresql.dialect())
+        statement.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]  # psycopg2's __init__ is unannotated
     )
 
 

@@ -129,7 +129,7 @@ async def registry() -> FakeRegistry:
 
 @pytest_asyncio.fixture
 async def agent(proxy: peers.Kamailio, registry: FakeRegistry) -> AsyncIterator[SipAgent]:
-    running = SipAgent(pbx_config(proxy), registry, AgentOptions(rtp_timeout_s=5))  # type: ignore[arg-type]
+    running = SipAgent(pbx_config(proxy), registry, AgentOptions(rtp_timeout_s=5))
     await running.start()
     try:
         await wait_registered(running)

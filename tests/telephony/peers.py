@@ -134,7 +134,7 @@ def write_pcap(path: Path, packets: list[bytes], *, interval_s: float = 0.02) ->
 
 
 def _ip_checksum(header: bytes) -> int:
-    words = struct.unpack("!10H", header)
+    words: tuple[int, ...] = struct.unpack("!10H", header)
     total = sum(words)
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)

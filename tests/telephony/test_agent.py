@@ -183,7 +183,7 @@ async def test_a_retransmitted_invite_is_answered_once(
 
 @pytest.mark.asyncio
 async def test_cancel_before_the_answer(proxy: peers.Kamailio, registry: FakeRegistry) -> None:
-    agent = SipAgent(pbx_config(proxy), registry, AgentOptions(answer_delay_s=1.0))  # type: ignore[arg-type]
+    agent = SipAgent(pbx_config(proxy), registry, AgentOptions(answer_delay_s=1.0))
     await agent.start()
     phone = Phone(agent)
     try:
@@ -217,7 +217,7 @@ async def test_voxgate_hangs_up_through_the_proxy(
     how: str, proxy: peers.Kamailio, registry: FakeRegistry, tmp_path: Path
 ) -> None:
     timeout_s = 60.0 if how == "stop" else 1.5
-    agent = SipAgent(pbx_config(proxy), registry, AgentOptions(rtp_timeout_s=timeout_s))  # type: ignore[arg-type]
+    agent = SipAgent(pbx_config(proxy), registry, AgentOptions(rtp_timeout_s=timeout_s))
     await agent.start()
     try:
         await wait_registered(agent)

@@ -68,7 +68,7 @@ async def test_asterisk_originates_a_call_that_plays_a_recording(speech_dir: Pat
         rtp_port_max=high,
         local_host="127.0.0.1",
     )
-    agent = SipAgent(config, registry, AgentOptions(rtp_timeout_s=10))  # type: ignore[arg-type]
+    agent = SipAgent(config, registry, AgentOptions(rtp_timeout_s=10))
     try:
         await asyncio.sleep(5)  # Asterisk loads its modules
         await agent.start()
