@@ -9,7 +9,7 @@ import soundfile as sf
 
 from voxgate.audio.frames import float_to_pcm16
 from voxgate.audio.resample import resample
-from voxgate.audio.types import Audio
+from voxgate.audio.types import Audio, FloatArray
 from voxgate.audio.vad import (
     WINDOW_S,
     WINDOW_SAMPLES,
@@ -19,6 +19,7 @@ from voxgate.audio.vad import (
     speech_segments,
 )
 from voxgate.biometrics.engine import Biometrics
+from voxgate.biometrics.models import EmbeddingModel
 from voxgate.errors import InsufficientSpeech
 from voxgate.streams.session import CHUNK_S, SpeechGate, StreamClosed, StreamSession, StreamType
 
@@ -48,7 +49,7 @@ def push_in_odd_chunks(session: StreamSession, pcm: bytes, seed: int = 0) -> Non
 def test_gate_is_silero_hysteresis_window_by_window() -> None:
     """Window by window, the gate keeps exactly the windows (and pads) the offline pass keeps."""
     rng = np.random.default_rng(7)
-    probs = []
+    probs: list[float] = []
     speaking = False
     while len(probs) < 3000:
         run = int(rng.integers(1, 40))
@@ -92,11 +93,11 @@ def test_stream_voiceprint_matches_the_offline_one(biometrics: Biometrics) -> No
     for model_id, model in biometrics.models.items():
         wrapped = copy.copy(model)
 
-        def embed(waveform: np.ndarray, _model: object = model) -> np.ndarray:
+        def embed(waveform: FloatArray, _model: EmbeddingModel = model) -> FloatArray:
             calls["n"] += 1
             return _model.embed(waveform)
 
-        wrapped.embed = embed
+        wrapped.embed = embed  # type: ignore[method-assign]  # counts the calls into the real model
         counting.models[model_id] = wrapped
 
     session = StreamSession("s", StreamType.HTTP, 8000, {}, counting)
@@ -166,4 +167,4 @@ def test_a_closed_stream_refuses_audio(biometrics: Biometrics) -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        StreamSession("s", StreamType.HTTP, 0, {}, None)
+        StreamSession("s", StreamType.HTTP, 0, {}, None)  # type: ignore[arg-type]  # refused before it is used

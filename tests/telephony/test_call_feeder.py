@@ -22,7 +22,7 @@ async def test_a_failed_feed_closes_the_calls_stream_and_is_logged(
 ) -> None:
     registry = FakeRegistry()
     stream = await registry.create(StreamType.SIP, 8000, {"callid": "c-1"})
-    audio = peers.speech_8k(speech_dir, "3080", 2.0).astype(np.float32) / 32768
+    audio = (peers.speech_8k(speech_dir, "3080", 2.0) / 32768).astype(np.float32)
 
     async def broken(samples: npt.NDArray[np.float32]) -> None:
         raise ValueError("the analysis broke")
