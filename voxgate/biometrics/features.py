@@ -20,10 +20,8 @@ import kaldi_native_fbank as knf
 import numpy as np
 import numpy.typing as npt
 
-from voxgate.audio.types import FloatArray
+from voxgate.audio.types import Float64Array, FloatArray
 from voxgate.errors import InsufficientSpeech, MultiChannelAudio
-
-Float64Array = npt.NDArray[np.float64]
 
 SAMPLE_RATE_HZ = 16000
 N_MELS = 80

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from voxgate.audio.types import AudioLimits
+from voxgate.audio.types import AudioLimits, FloatArray
 from voxgate.audio.vad import VAD_SHA256
 from voxgate.biometrics.metrics import SummaryMetrics, summarize
 from voxgate.biometrics.models import read_card
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEECH = REPO.parent / "shared" / "data" / "speech"
 LENGTHS_S = (3.0, 10.0)
-FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voxgate.audio.types import FloatArray
 from voxgate.biometrics.calibration import (
     DEFAULT_ACCEPT_FAR,
     DEFAULT_REJECT_FRR,
@@ -24,7 +25,6 @@ from voxgate.biometrics.voiceprint import Voiceprint
 from voxgate.evaluation.datasets import Dataset
 from voxgate.evaluation.embedding import FileResult
 
-FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
+from voxgate.audio.types import Float64Array
 from voxgate.biometrics.models import MODEL_IDS
 from voxgate.biometrics.profile import Channel, shipped_profile
 from voxgate.evaluation.accuracy import (
@@ -37,8 +37,6 @@ from voxgate.evaluation.accuracy import (
 from voxgate.evaluation.fitting import EmbeddedSet
 from voxgate.settings import Settings
 
-FloatArray = npt.NDArray[np.float64]
-
 
 @dataclass(frozen=True)
 class Pair:
@@ -50,7 +48,7 @@ class Pair:
     int8: Row
 
 
-def agreement(fp32: EmbeddedSet, int8: EmbeddedSet, model_id: str) -> FloatArray:
+def agreement(fp32: EmbeddedSet, int8: EmbeddedSet, model_id: str) -> Float64Array:
     """Cosine of each recording's int8 embedding to its fp32 one (full speech, both usable)."""
     cosines = [
         float(
@@ -110,7 +108,7 @@ def render(
         "| channel | set | model | recordings | cosine int8 vs fp32: median | 1st percentile | min |",
         "|---|---|---|---|---|---|---|",
     ]
-    everything: dict[str, list[FloatArray]] = {m: [] for m in MODEL_IDS}
+    everything: dict[str, list[Float64Array]] = {m: [] for m in MODEL_IDS}
     for channel, sets in fp32.items():
         for full, quantised in zip(sets, int8[channel], strict=True):
             for model_id in MODEL_IDS:
@@ -122,7 +120,7 @@ def render(
     return "\n".join(out) + "\n"
 
 
-def _spread(cosines: FloatArray) -> str:
+def _spread(cosines: Float64Array) -> str:
     return (
         f"{cosines.size} | {np.median(cosines):.4f} | {np.percentile(cosines, 1):.4f} | {cosines.min():.4f}"
     )

@@ -14,11 +14,11 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from voxgate.audio.types import Float64Array
 from voxgate.biometrics.metrics import det_curve, eer
 
 __all__ = ["plot_det", "plot_histogram"]
 
-FloatArray = npt.NDArray[np.float64]
 
 # Acklam's rational approximation of the inverse normal CDF (relative error below 1.2e-9).
 _A = (
@@ -55,7 +55,7 @@ _DET_CLIP = 1e-6
 _HIST_MAX_BINS = 100
 
 
-def _polyval(coefficients: tuple[float, ...], x: FloatArray) -> FloatArray:
+def _polyval(coefficients: tuple[float, ...], x: Float64Array) -> Float64Array:
     """Horner evaluation, highest power first (as the coefficients are published)."""
     result = np.full_like(x, coefficients[0])
     for c in coefficients[1:]:
@@ -63,7 +63,7 @@ def _polyval(coefficients: tuple[float, ...], x: FloatArray) -> FloatArray:
     return result
 
 
-def _probit(p: npt.ArrayLike) -> FloatArray:
+def _probit(p: npt.ArrayLike) -> Float64Array:
     """Inverse standard normal CDF, vectorised, so DET axes need no scipy.
 
     Only defined on the open interval (0, 1); callers clip rates of 0 and 1 first.
@@ -88,7 +88,7 @@ def _probit(p: npt.ArrayLike) -> FloatArray:
     return x
 
 
-def _scores(values: npt.ArrayLike, name: str) -> FloatArray:
+def _scores(values: npt.ArrayLike, name: str) -> Float64Array:
     """A 1-D float64 copy; an empty or non-finite input is refused rather than drawn as nothing."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:

@@ -8,14 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 from voxgate.biometrics.metrics import SummaryMetrics, summarize
 from voxgate.biometrics.profile import CalibrationProfile, Verdict
 from voxgate.evaluation.plots import plot_det, plot_histogram
 from voxgate.evaluation.trials import TrialScore, write_scores
-
-FloatArray = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from voxgate.audio.channel import telephone_channel
 from voxgate.audio.decode import decode_file
 from voxgate.audio.frames import float_to_pcm16
 from voxgate.audio.resample import resample
-from voxgate.audio.types import AudioLimits
+from voxgate.audio.types import AudioLimits, FloatArray
 from voxgate.audio.vad import VAD_SHA256
 from voxgate.biometrics.engine import Biometrics
 from voxgate.biometrics.metrics import SummaryMetrics, summarize
@@ -70,7 +70,6 @@ FRAME_MS = 20.0  # one RTP packet / one Twilio media message
 CALL_CLIPS = 4  # recordings joined into one call for sets of short clips
 CALL_GAP_S = 0.5  # silence between the joined recordings
 SHORT_SET_CHUNKS = 2.0  # a set is "short clips" when its median recording is shorter than this many chunks
-FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
