@@ -16,7 +16,9 @@ from pydantic import SecretStr
 
 from voxgate import accounts_cli
 from voxgate.api.app import create_app
+from voxgate.api.routers.auth import RESET_SECRET_HEADER
 from voxgate.errors import VoxgateError
+from voxgate.service.accounts import reset_secret_path
 from voxgate.service.runtime import Runtime
 from voxgate.service.throttle import LoginThrottle, Policy
 from voxgate.settings import Settings
@@ -316,13 +318,35 @@ def test_throttle_memory_is_bounded() -> None:
 # -- reset ---------------------------------------------------------------------------------------------
 
 
+def secret(app: FastAPI) -> dict[str, str]:
+    """The header a host user can make: the reset secret read from the data directory."""
+    path = reset_secret_path(runtime_of(app).settings)
+    return {RESET_SECRET_HEADER: path.read_text().strip()}
+
+
+@pytest.mark.asyncio
+async def test_reset_password_needs_the_host_secret_even_through_a_local_proxy(
+    app: FastAPI, local: httpx.AsyncClient
+) -> None:
+    """What nginx's default proxy_pass sends on behalf of anyone: a loopback peer, a loopback Host, no
+    forwarding header. Without the secret that only the host can read, it is refused."""
+    for headers in ({}, {RESET_SECRET_HEADER: "guess"}, {RESET_SECRET_HEADER: ""}):
+        response = await local.get("/api/v2/maintenance/reset_password", headers=headers)
+        assert response.status_code == 403, response.text
+        assert RESET_SECRET_HEADER in response.json()["detail"]
+    assert [e.detail["source"] for e in await logged(app, events.PASSWORD_RESET)] == ["first_start"]
+    await login(local)  # the password is unchanged
+    path = reset_secret_path(runtime_of(app).settings)
+    assert path.stat().st_mode & 0o077 == 0, "only the server's user can read the secret"
+
+
 @pytest.mark.asyncio
 async def test_reset_password_from_loopback(
     app: FastAPI, local: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
     runtime_of(app).throttle = throttle = LoginThrottle()
     throttle.failure("10.0.0.1", "admin")
-    response = await local.get("/api/v2/maintenance/reset_password")
+    response = await local.get("/api/v2/maintenance/reset_password", headers=secret(app))
     assert response.status_code == 200
     body = response.json()
     assert body["username"] == "admin" and len(body["password"]) >= 24
@@ -330,7 +354,12 @@ async def test_reset_password_from_loopback(
     assert len(throttle) == 0, "the failed-login counts are cleared"
     assert (await local.post("/rest-auth/login/", json=GOOD)).status_code == 400
     await login(local, body["password"])
-    again = await local.get("/api/v2/maintenance/reset_password")
+    used = {RESET_SECRET_HEADER: ""}
+    used[RESET_SECRET_HEADER] = response.request.headers[RESET_SECRET_HEADER]
+    assert (await local.get("/api/v2/maintenance/reset_password", headers=used)).status_code == 403, (
+        "a secret works once"
+    )
+    again = await local.get("/api/v2/maintenance/reset_password", headers=secret(app))
     assert again.json()["password"] != body["password"], "each call generates a new password"
     resets = await logged(app, events.PASSWORD_RESET)
     assert [(e.outcome, e.detail.get("source")) for e in resets] == [
@@ -344,14 +373,14 @@ async def test_reset_password_from_loopback(
 @pytest.mark.parametrize("host", ["::1", "127.8.9.10", "::ffff:127.0.0.1"])
 async def test_every_loopback_address_counts(app: FastAPI, host: str) -> None:
     async with client_from(app, host, "http://localhost:8000") as c:
-        assert (await c.get("/api/v2/maintenance/reset_password")).status_code == 200
+        assert (await c.get("/api/v2/maintenance/reset_password", headers=secret(app))).status_code == 200
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("host", ["10.1.2.3", "192.168.1.20", "2001:db8::1", "::ffff:10.1.2.3", "testclient"])
 async def test_reset_password_from_another_address_is_403(app: FastAPI, host: str) -> None:
     async with client_from(app, host, "http://127.0.0.1:8000") as remote:
-        response = await remote.get("/api/v2/maintenance/reset_password")
+        response = await remote.get("/api/v2/maintenance/reset_password", headers=secret(app))
     assert response.status_code == 403
     assert "loopback" in response.json()["detail"]
     assert [e.detail["source"] for e in await logged(app, events.PASSWORD_RESET)] == ["first_start"]
@@ -373,16 +402,17 @@ async def test_reset_password_from_another_address_is_403(app: FastAPI, host: st
     ],
 )
 async def test_reset_password_refuses_proxies_web_pages_and_foreign_hosts(
-    local: httpx.AsyncClient, headers: dict[str, str]
+    app: FastAPI, local: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
-    response = await local.get("/api/v2/maintenance/reset_password", headers=headers)
+    response = await local.get("/api/v2/maintenance/reset_password", headers={**secret(app), **headers})
     assert response.status_code == 403, response.text
     assert response.json()["detail"]
 
 
 @pytest.mark.asyncio
-async def test_reset_password_typed_in_a_browser_on_the_host(local: httpx.AsyncClient) -> None:
-    response = await local.get("/api/v2/maintenance/reset_password", headers={"Sec-Fetch-Site": "none"})
+async def test_reset_password_typed_in_a_browser_on_the_host(app: FastAPI, local: httpx.AsyncClient) -> None:
+    headers = {**secret(app), "Sec-Fetch-Site": "none"}
+    response = await local.get("/api/v2/maintenance/reset_password", headers=headers)
     assert response.status_code == 200
 
 

@@ -121,6 +121,7 @@ class Runtime:
             log.warning("starting in maintenance mode: unlock with GET /api/v2/maintenance/unlock")
         if live:
             await accounts.ensure_account(sessions, settings)
+            accounts.rotate_reset_secret(settings)
             self.purge_task = asyncio.create_task(
                 housekeeping.purge_forever(sessions, settings.event_retention_days), name="voxgate-purge"
             )

@@ -8,7 +8,8 @@ django-rest-auth answers a failed login with 400 ``{"non_field_errors": [...]}``
 On first start the account is created (``VOXGATE_ADMIN_USER``, default ``admin``) with
 ``VOXGATE_ADMIN_PASSWORD``, or with a generated password written once to stderr. After that the
 settings no longer change the account: use ``POST /rest-auth/password/change/``, or on the host
-``voxgate reset-password`` / ``GET /api/v2/maintenance/reset_password`` (loopback only).
+``voxgate reset-password`` / ``GET /api/v2/maintenance/reset_password`` (loopback only, and only with the
+secret in ``reset.secret`` of the data directory, which only the server's user can read).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from voxgate.api.deps import RuntimeDep, User, token_from_header
 from voxgate.api.errors import BadRequest, Detail, Forbidden, TooManyRequests
 from voxgate.api.errors import error_response as _error
 from voxgate.api.schemas import AUTH_RESPONSES
+from voxgate.service import accounts as service_accounts
+from voxgate.settings import Settings
 from voxgate.store import accounts, events
 
 log = logging.getLogger(__name__)
@@ -114,8 +117,18 @@ _LOCAL_HOSTNAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
-def _refuse_unless_local(request: Request) -> None:
-    """403 unless the request comes straight from this host: loopback peer, no proxy, no web page."""
+RESET_SECRET_HEADER = "X-Voxgate-Reset-Secret"
+
+
+def _refuse_unless_local(request: Request, settings: Settings) -> None:
+    """403 unless the request comes straight from this host (loopback peer, no proxy, no web page) AND
+    carries the reset secret. The secret is what makes it safe: a reverse proxy on the same host that adds
+    no forwarding header and rewrites Host (nginx's defaults) makes any remote request look local."""
+    if not service_accounts.reset_secret_matches(settings, request.headers.get(RESET_SECRET_HEADER)):
+        raise Forbidden(
+            f"reset_password needs the header {RESET_SECRET_HEADER} with the content of the file reset.secret "
+            "in the data directory (readable only on the host); or run `voxgate reset-password` on the host"
+        )
     if not is_loopback(request.client.host if request.client else None):
         raise Forbidden(
             "reset_password answers only on the host itself (loopback); elsewhere use `voxgate reset-password` on the host"
@@ -236,8 +249,10 @@ async def change_password(
     summary="Reset the password (on the host only)",
     description="Replaces the account's password with a new generated one and answers it, once: it is "
     "not stored anywhere readable and a second call generates another. Every token is revoked and the "
-    "failed-login counts are cleared. No token needed, but it answers only a request made on the "
-    "host itself: from a loopback address (127.0.0.0/8, ::1), to a loopback Host (`127.0.0.1`, "
+    "failed-login counts are cleared. No token needed, but it needs the header `X-Voxgate-Reset-Secret` "
+    "with the content of the file `reset.secret` in the data directory (owner-only; a new one is written "
+    "at every start and after every reset), and it answers only a request made on the host itself: from a "
+    "loopback address (127.0.0.0/8, ::1), to a loopback Host (`127.0.0.1`, "
     "`localhost`, `[::1]`), not through a proxy (no `Forwarded`/`X-Forwarded-For`/`X-Real-IP`) and not "
     "from a web page (no `Origin`, `Sec-Fetch-Site` absent or `none`); anything else gets 403. "
     "`voxgate reset-password` on the host does the same without a running server.",
@@ -252,7 +267,7 @@ async def reset_password(request: Request, runtime: RuntimeDep) -> PasswordReset
     sessions = runtime.store.sessions
     address = client_address(request)
     try:
-        _refuse_unless_local(request)
+        _refuse_unless_local(request, runtime.settings)
     except Forbidden as refused:
         log.warning("password reset refused: %s", refused, extra={"client": address})
         raise
@@ -263,6 +278,7 @@ async def reset_password(request: Request, runtime: RuntimeDep) -> PasswordReset
     await events.record(
         sessions, events.PASSWORD_RESET, events.OK, username=username, client=address, source="http"
     )
+    service_accounts.rotate_reset_secret(runtime.settings)  # a secret works once
     log.warning(
         "the API password was reset from the host; every token was revoked", extra={"client": address}
     )
