@@ -147,3 +147,34 @@ async def test_load_asp_by_name(app: FastAPI, client: httpx.AsyncClient, auth: d
 
     unknown = await client.post("/api/v2/maintenance/load_asp/no-such-profile/", headers=auth)
     assert unknown.status_code == 404 and "telephone" in unknown.json()["detail"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"accept_llr": float("-inf")}, "-Infinity"),
+        ({"reject_llr": float("nan")}, "NaN"),
+        ({"accept_llr": 1e9}, "outside the sane range"),
+    ],
+)
+async def test_non_finite_or_absurd_numbers_are_refused_even_with_a_matching_hash(
+    client: httpx.AsyncClient, auth: dict[str, str], change: dict[str, float], named: str
+) -> None:
+    """The content hash is recomputed here, as anyone could: the numbers themselves must be checked
+    (regression: thresholds of -Infinity made an impostor `verified`)."""
+    base = shipped_profile("wideband")
+    forged = replace(base, name="forged", thresholds=replace(base.thresholds, **change))
+    text = json.dumps(forged.to_dict())  # NaN / Infinity as Python writes them, with a matching hash
+    response = await _upload(client, auth, text)
+    assert response.status_code == 400, response.text
+    assert named in response.json()["detail"]
+    listed = await client.get(ASP, headers=auth)
+    assert "forged" not in {row["name"] for row in listed.json()}
+
+
+@pytest.mark.asyncio
+async def test_a_profile_that_is_not_text_is_named_as_such(client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    response = await _upload(client, auth, b"\xff\xfe\x00\xd8broken")
+    assert response.status_code == 400
+    assert "codec" not in response.json()["detail"] and "JSON" in response.json()["detail"]

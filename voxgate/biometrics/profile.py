@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -232,6 +233,8 @@ class CalibrationProfile:
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> CalibrationProfile:
+        """Every number is checked finite and in a sane range: a NaN or infinite threshold would turn an
+        impostor into ``verified`` (or every verdict into ``score: null``)."""
         try:
             if doc.get("format") != PROFILE_FORMAT:
                 raise ProfileError(f"not a calibration profile (format is {doc.get('format')!r})")
@@ -243,9 +246,9 @@ class CalibrationProfile:
                 ModelTerm(
                     model_id=str(m["model_id"]),
                     model_version=str(m["model_version"]),
-                    weight=float(m["weight"]),
+                    weight=_number(m["weight"], "a model weight", WEIGHT_RANGE),
                     normalisation=str(m.get("normalisation", "none")),
-                    top_k=int(m.get("top_k", 0)),
+                    top_k=int(_number(m.get("top_k", 0), "top_k", (0, 100_000))),
                     cohort=None if m.get("cohort") is None else _decode_matrix(m["cohort"]),
                 )
                 for m in doc["models"]
@@ -259,10 +262,14 @@ class CalibrationProfile:
                     raise ProfileError(f"{term.model_id}: adaptive s-norm needs a cohort and top_k >= 1")
             t = doc["thresholds"]
             thresholds = Thresholds(
-                accept_llr=float(t["accept_llr"]),
-                reject_llr=float(t["reject_llr"]),
-                accept_far=None if t.get("accept_far") is None else float(t["accept_far"]),
-                reject_frr=None if t.get("reject_frr") is None else float(t["reject_frr"]),
+                accept_llr=_number(t["accept_llr"], "the accept threshold", LLR_RANGE),
+                reject_llr=_number(t["reject_llr"], "the reject threshold", LLR_RANGE),
+                accept_far=None
+                if t.get("accept_far") is None
+                else _number(t["accept_far"], "accept_far", (0, 1)),
+                reject_frr=None
+                if t.get("reject_frr") is None
+                else _number(t["reject_frr"], "reject_frr", (0, 1)),
             )
             if thresholds.reject_llr > thresholds.accept_llr:
                 raise ProfileError("reject threshold is above the accept threshold")
@@ -270,7 +277,7 @@ class CalibrationProfile:
                 name=str(doc["name"]),
                 channel=Channel(doc["channel"]),
                 terms=terms,
-                offset=float(doc["calibration"]["offset"]),
+                offset=_number(doc["calibration"]["offset"], "the calibration offset", LLR_RANGE),
                 thresholds=thresholds,
                 created=str(doc["created"]),
                 parent_hash=doc.get("parent_hash"),
@@ -289,7 +296,7 @@ class CalibrationProfile:
     @classmethod
     def from_json(cls, text: str | bytes) -> CalibrationProfile:
         try:
-            doc = json.loads(text)
+            doc = json.loads(text, parse_constant=refuse_constant)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"calibration profile is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict):
@@ -302,6 +309,29 @@ class CalibrationProfile:
             return cls.from_json(path.read_bytes())
         except OSError as exc:
             raise ProfileError(f"cannot read calibration profile {path}: {exc.strerror}") from exc
+
+
+# Sane ranges: fitted weights and offsets are within ±100 on every set measured; LLR thresholds within ±20.
+WEIGHT_RANGE = (-1000.0, 1000.0)
+LLR_RANGE = (-1000.0, 1000.0)
+
+
+def refuse_constant(name: str) -> float:
+    """``json.loads`` hook: ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, and not numbers a profile
+    may hold."""
+    raise ProfileError(f"calibration profile holds {name}: every number must be finite")
+
+
+def _number(value: Any, what: str, bounds: tuple[float, float]) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ProfileError(f"{what} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ProfileError(f"{what} is {number}: every number in a calibration profile must be finite")
+    low, high = bounds
+    if not low <= number <= high:
+        raise ProfileError(f"{what} is {number:g}, outside the sane range {low:g} to {high:g}")
+    return number
 
 
 def _matrix(voiceprints: Sequence[Voiceprint], term: ModelTerm) -> FloatArray:
@@ -325,7 +355,10 @@ def _decode_matrix(doc: Mapping[str, Any]) -> FloatArray:
     raw = base64.b64decode(doc["data"], validate=True)
     if len(shape) != 2 or len(raw) != 4 * shape[0] * shape[1]:
         raise ProfileError(f"cohort matrix data does not match its shape {shape}")
-    return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+    matrix = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+    if not np.isfinite(matrix).all():
+        raise ProfileError("the cohort matrix holds NaN or infinite values")
+    return matrix
 
 
 def shipped_profiles() -> list[str]:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from voxgate.biometrics.profile import (
     CalibrationProfile,
     Channel,
+    refuse_constant,
     resolve_profile,
     shipped_profile,
     shipped_profiles,
@@ -106,10 +107,14 @@ def check_fits(profile: CalibrationProfile, expected: Mapping[str, ModelSpec]) -
 def parse_upload(data: bytes) -> CalibrationProfile:
     """An uploaded profile document: valid, carrying its content hash, and matching it."""
     try:
-        document = json.loads(data)
+        document = json.loads(data, parse_constant=refuse_constant)
     except RecursionError as exc:
         raise ProfileError("calibration profile nests too deeply to be a profile") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ProfileError(
+            "calibration profile is not UTF-8 JSON text (a profile is the JSON file `voxgate calibrate` writes)"
+        ) from exc
+    except json.JSONDecodeError as exc:
         raise ProfileError(f"calibration profile is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise ProfileError("calibration profile must be a JSON object")
