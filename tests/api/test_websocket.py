@@ -329,6 +329,12 @@ def test_sid_rule(value: str, ok: bool) -> None:
                 wire.decode(json.dumps(message))
 
 
+@pytest.mark.parametrize(("payload", "codes"), [("", b""), ("YQ==", b"a"), ("YWI=", b"ab"), ("YWJj", b"abc")])
+def test_canonical_base64_is_taken(payload: str, codes: bytes) -> None:
+    message = wire.decode(json.dumps({"event": "media", "media": {"payload": payload}, "streamSid": sid()}))
+    assert isinstance(message, wire.Media) and message.media.codes == codes
+
+
 # -- handshake, pings, authentication ------------------------------------------------------------------
 
 
@@ -397,6 +403,25 @@ async def test_authentication(main: Server) -> None:
     assert [e["outcome"] for e in refusals[-6:]] == ["401"] * 6
     assert {e["detail"]["path"] for e in refusals} == {"/ws", "/ws/{token}"}
     assert not any(bad in json.dumps(e) for e in refusals), "a token never reaches the event log"
+
+
+@pytest.mark.asyncio
+async def test_a_revoked_token_opens_no_new_stream_on_an_open_connection(main: Server) -> None:
+    """Regression: a connection opened before a logout (or password change) kept opening streams."""
+    token = _login(main.base)
+    async with client(main.ws(), {"Authorization": f"Token {token}"}) as c:
+        await c.handshake()
+        before_sid, before_uuid = sid(), new_uuid()
+        assert await c.start(before_sid, before_uuid) == reply(201, "start", before_sid, before_uuid)
+        logout = await asyncio.to_thread(
+            httpx.post, f"{main.base}/rest-auth/logout/", headers={"Authorization": f"Token {token}"}
+        )
+        assert logout.status_code == 200, logout.text
+        after_sid, after_uuid = sid(), new_uuid()
+        refused = await c.start(after_sid, after_uuid)
+        assert refused["status"] == 401 and "revoked" in refused["detail"], refused
+        assert after_uuid not in await asyncio.to_thread(main.streams)
+        assert await c.stop(before_sid) == reply(204, "stop", before_sid, before_uuid)
 
 
 # -- streams on one connection, enroll and verify --------------------------------------------------
@@ -533,6 +558,10 @@ async def test_error_replies(main: Server) -> None:
         bad_payload = {"event": "media", "media": {"payload": "not base64!"}, "streamSid": a_sid}
         await refused(bad_payload)(400, "media.payload")
         await refused("{not json")(400, "not JSON")
+        await refused('{"event": "media", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")(400, "nests too deeply")
+        for payload in ("YWJj=", "a" * 161, "YWJ="):  # excess padding, a bad length, bits after the last byte
+            non_canonical = {"event": "media", "media": {"payload": payload}, "streamSid": a_sid}
+            await refused(non_canonical)(400, "media.payload", "base64")
         await refused(b"\x00\x01")(400, "binary")
         await refused("[1, 2]")(400, "JSON object")
         await refused({"streamSid": a_sid})(400, "event is missing")

@@ -61,7 +61,7 @@ async def websocket_door(websocket: WebSocket) -> None:
     path = "/ws/{token}" if "token" in websocket.path_params else websocket.url.path  # never the token
     token = _token(websocket)
     user = None if token is None else await accounts.user_for_token(runtime.store.sessions, token)
-    if user is None:
+    if token is None or user is None:
         detail = (
             "authentication credentials were not provided: send `Authorization: Token <token>`, "
             "`?token=<token>` or connect to /ws/<token>"
@@ -74,7 +74,7 @@ async def websocket_door(websocket: WebSocket) -> None:
     await websocket.accept()
     client = websocket.client.host if websocket.client is not None else None
     log.info("WebSocket connected", extra={"user": user, "client": client})
-    await Connection(websocket, runtime, door, path=path).run()
+    await Connection(websocket, runtime, door, path=path, token=token).run()
 
 
 def _token(websocket: WebSocket) -> str | None:

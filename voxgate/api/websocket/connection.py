@@ -34,7 +34,7 @@ from voxgate.api.websocket import protocol as wire
 from voxgate.audio.g711 import alaw_decode_float, ulaw_decode_float
 from voxgate.errors import VoxgateError
 from voxgate.service.maintenance import LOCK_HINT
-from voxgate.store import events
+from voxgate.store import accounts, events
 from voxgate.streams import StreamExists, StreamNotFound, StreamSession, StreamType
 from voxgate.streams.feeder import Feeder
 
@@ -92,11 +92,14 @@ class Connection:
     """One client connection, from the accepted handshake until it leaves; every stream it opened is
     closed when it goes (none leaks)."""
 
-    def __init__(self, websocket: WebSocket, runtime: Runtime, door: WebSocketDoor, *, path: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, runtime: Runtime, door: WebSocketDoor, *, path: str, token: str
+    ) -> None:
         self.websocket = websocket
         self.runtime = runtime
         self.door = door
         self.path = path  # for events; never the token
+        self._token = token  # checked again at every new stream: a revoked token opens nothing more
         self.streams: dict[str, StreamFeeder] = {}  # running streams by streamSid
         self._finishing: set[StreamFeeder] = set()  # stopped, still handing their audio over
         self._tasks: set[asyncio.Task[None]] = set()
@@ -194,6 +197,15 @@ class Connection:
                 f"streamSid {sid!r} is already running on this connection (stream {self.streams[sid].uuid})"
             )
             await self._refuse(refused(wire.EXISTS, detail))
+            return
+        if await accounts.user_for_token(self.runtime.store.sessions, self._token) is None:
+            await self._refuse(
+                refused(
+                    wire.UNAUTHORIZED,
+                    "the connection's token was revoked or has expired (password change, logout, reset): "
+                    "reconnect with a valid token",
+                )
+            )
             return
         if self.runtime.locked:
             await self._refuse(refused(wire.MAINTENANCE, LOCK_HINT))

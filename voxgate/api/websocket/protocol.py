@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid as uuid_module
 from dataclasses import dataclass
 from enum import StrEnum
@@ -52,6 +53,7 @@ PING_STATUS = 100
 STARTED = 201
 STOPPED = 204
 BAD_REQUEST = 400  # not in the guide: a message that breaks the protocol (its "Validation Scheme Exception")
+UNAUTHORIZED = 401  # not in the guide: the connection's token was revoked or expired since it connected
 FORBIDDEN = 403  # the guide's licensing refusal; voxgate has no licence, so it never sends it
 NOT_FOUND = 404
 TIMEOUT = 408
@@ -65,6 +67,7 @@ UNAVAILABLE = 503
 MESSAGES: dict[int, str] = {
     STARTED: "Stream started.",
     STOPPED: "Stream stopped.",
+    UNAUTHORIZED: "Unauthorized.",
     FORBIDDEN: "Resource is unavailable.",
     NOT_FOUND: "Stream not found.",
     TIMEOUT: "Request timeout.",
@@ -216,11 +219,22 @@ class MediaChunk(WireModel):
         return _codes(self.payload)
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
 def _codes(payload: str) -> bytes:
+    """Canonical base64 only (what Twilio and every platform send): a length that is a multiple of 4, the
+    standard alphabet, at most two '=' at the end, and the bytes re-encode to the same text. Python's
+    decoder alone accepts excess padding (``YWJj=``)."""
+    if len(payload) % 4 or not _BASE64.fullmatch(payload):
+        raise ValueError("not valid base64 (standard alphabet, padded to a multiple of 4 characters)")
     try:
-        return base64.b64decode(payload, validate=True)
+        codes = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("not valid base64") from None
+    if base64.b64encode(codes).decode("ascii") != payload:
+        raise ValueError("not canonical base64 (bits after the last byte are set)")
+    return codes
 
 
 class Media(WireModel):
@@ -271,6 +285,8 @@ def decode(data: str | bytes | None) -> Incoming:
         raise ProtocolError("Validation error: messages are JSON text frames, not binary ones.")
     try:
         raw = json.loads(data)
+    except RecursionError:
+        raise ProtocolError("Validation error: the message nests too deeply.") from None
     except ValueError as exc:
         raise ProtocolError(f"Validation error: the message is not JSON ({exc}).") from None
     if not isinstance(raw, dict):
@@ -285,6 +301,8 @@ def decode(data: str | bytes | None) -> Incoming:
         return model.model_validate(raw) if model is not None else OtherEvent.model_validate(raw)
     except ValidationError as exc:
         raise ProtocolError(f"Validation error: {_describe(exc)}.", event=event, sid=sid) from None
+    except RecursionError:
+        raise ProtocolError("Validation error: the message nests too deeply.", event=event, sid=sid) from None
 
 
 def _describe(exc: ValidationError) -> str:
