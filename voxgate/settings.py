@@ -51,13 +51,17 @@ class Settings(BaseSettings):
     )
 
     # audio limits
-    max_audio_bytes: int = Field(default=200 * 1024 * 1024, ge=1024, description="Largest recording accepted, bytes.")
+    max_audio_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="Largest recording accepted, bytes."
+    )
     max_audio_duration_s: float = Field(
         default=4 * 3600.0, gt=0, description="Longest recording accepted, seconds."
     )
     min_sample_rate_hz: int = Field(default=4000, ge=1000)
     max_sample_rate_hz: int = Field(default=192000, le=768000)
-    decode_timeout_s: float = Field(default=120.0, gt=0, description="A decode that takes longer is abandoned.")
+    decode_timeout_s: float = Field(
+        default=120.0, gt=0, description="A decode that takes longer is abandoned."
+    )
 
     # biometrics
     models: str | None = Field(
@@ -75,13 +79,21 @@ class Settings(BaseSettings):
     )
     min_verify_speech_s: float = Field(default=3.0, ge=0, le=3600, description="Net speech needed to verify.")
     min_score_speech_s: float = Field(
-        default=1.0, ge=0, le=3600, description="Net speech a file needs in `voxgate score/evaluate/calibrate`."
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="Net speech a file needs in `voxgate score/evaluate/calibrate`.",
     )
     max_embed_chunk_s: float = Field(
-        default=60.0, ge=1, le=600, description="Speech longer than this is embedded in chunks and pooled (bounds memory)."
+        default=60.0,
+        ge=1,
+        le=600,
+        description="Speech longer than this is embedded in chunks and pooled (bounds memory).",
     )
     vad_threshold: float = Field(default=0.5, gt=0, lt=1, description="Silero speech probability threshold.")
-    onnx_threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads per session.")
+    onnx_threads: int = Field(
+        default=1, ge=1, le=256, description="onnxruntime intra-op threads per session."
+    )
     int8: bool = Field(
         default=False,
         description="Serve the statically quantised int8 copies of the speaker models (`voxgate models "
@@ -90,7 +102,9 @@ class Settings(BaseSettings):
 
     # live streams
     max_streams: int = Field(default=100, ge=1, description="Concurrent live streams; more get 503.")
-    stream_idle_timeout_s: float = Field(default=10.0, gt=0, description="A stream without audio this long closes.")
+    stream_idle_timeout_s: float = Field(
+        default=10.0, gt=0, description="A stream without audio this long closes."
+    )
     stream_chunk_s: float = Field(
         default=3.0,
         ge=0.5,
@@ -115,7 +129,9 @@ class Settings(BaseSettings):
         description="Audio a stream may have waiting for the inference engine before its sender is slowed.",
     )
     max_stream_request_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, description="Largest body of one POST /api/v2/stream/HTTP/data request."
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of one POST /api/v2/stream/HTTP/data request.",
     )
 
     # webhooks (POST /api/v2/subscription)
@@ -160,9 +176,18 @@ class Settings(BaseSettings):
     token_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="API token lifetime, seconds.")
     event_retention_days: int = Field(default=90, ge=1, description="Events older than this are purged.")
     max_snapshot_bytes: int = Field(
-        default=1 << 30, ge=1024, description="Largest snapshot or backup accepted, bytes (compressed and inflated)."
+        default=1 << 30,
+        ge=1024,
+        description="Largest snapshot or backup accepted, bytes (compressed and inflated).",
     )
-    max_profile_bytes: int = Field(default=64 << 20, ge=1024, description="Largest calibration profile upload, bytes.")
+    max_profile_bytes: int = Field(
+        default=64 << 20, ge=1024, description="Largest calibration profile upload, bytes."
+    )
+    max_json_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Largest body of every other request (JSON), bytes; counted before it is parsed.",
+    )
 
     @field_validator("models")
     @classmethod

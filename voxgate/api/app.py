@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from voxgate import __version__
 from voxgate.api import errors
+from voxgate.api.limits import OVERHEAD_BYTES, Limits, RequestLimits
 from voxgate.api.routers import ROUTERS, websocket
 from voxgate.api.websocket.connection import WebSocketDoor
 from voxgate.service.runtime import Runtime
@@ -24,6 +25,25 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
     version: str = Field(examples=["0.1.0"])
     store: str = Field(description="Database backend in use.", examples=["sqlite"])
+
+
+def body_limits(settings: Settings) -> Limits:
+    """The most body bytes each endpoint takes, counted before anything parses it."""
+    uploads = {
+        "/api/v2/import": settings.max_audio_bytes,  # all the recordings of one request together
+        "/api/v2/snapshot/import": settings.max_snapshot_bytes,
+        "/api/v2/maintenance/loadbackup": settings.max_snapshot_bytes,
+        "/api/v2/maintenance/asp/": settings.max_profile_bytes,
+    }
+
+    def limit(method: str, path: str) -> int | None:
+        if path.startswith("/api/v2/stream/HTTP/data/"):
+            return None  # audio streams in: the route counts it as it feeds the stream
+        if path in uploads:
+            return uploads[path] + OVERHEAD_BYTES
+        return settings.max_json_bytes
+
+    return limit
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(RequestLimits, limits=body_limits(settings))
     for router in ROUTERS:
         app.include_router(router)
 
