@@ -25,6 +25,7 @@ from voxgate.store.backup import (
     canonical,
     create_backup,
     encode_backup,
+    schema_revisions,
     parse_backup,
     restore,
 )
@@ -181,3 +182,42 @@ def test_documents_this_voxgate_cannot_restore(tmp_path: Path) -> None:
     bomb = gzip.compress(b" " * (LIMIT + 1))
     with pytest.raises(DocumentTooLarge, match="inflates to more than"):
         parse_backup(bomb, ENGINE, LIMIT)
+
+
+def test_a_backup_names_where_it_comes_from_and_is_refused_when_that_cannot_restore(tmp_path: Path) -> None:
+    """Regression: revision 0099, a "mysql" source or a garbage version restored with 200."""
+
+    async def run() -> dict[str, Any]:
+        store = await _store(tmp_path / "a.db")
+        try:
+            await voiceprints.add(store.sessions, "a", _vp(1), {})
+            return await create_backup(store.sessions)
+        finally:
+            await store.close()
+
+    document = asyncio.run(run())
+    known = schema_revisions()
+    assert document["schema_revision"] == known[-1] and document["source_dialect"] == "sqlite"
+
+    def changed(**header: Any) -> dict[str, Any]:
+        copy = json.loads(json.dumps(document))
+        for key, value in header.items():
+            if value is None:
+                del copy[key]
+            else:
+                copy[key] = value
+        return copy
+
+    for header, words in (
+        ({"schema_revision": "0099"}, "newer voxgate"),
+        ({"schema_revision": None}, "no schema_revision"),
+        ({"source_dialect": "mysql"}, "'mysql' store"),
+        ({"source_dialect": None}, "None"),
+        ({"voxgate_version": "banana"}, "not a version number"),
+        ({"voxgate_version": "7.0.0"}, "another major version"),
+    ):
+        with pytest.raises(BackupError, match=words):
+            parse_backup(_rewrap(changed(**header)), ENGINE, LIMIT)
+    # the format is dialect-neutral: a PostgreSQL backup restores here, and an older known revision migrates
+    assert parse_backup(_rewrap(changed(source_dialect="postgresql")), ENGINE, LIMIT).voiceprints
+    assert parse_backup(_rewrap(changed(schema_revision=known[0])), ENGINE, LIMIT).schema_revision == known[0]

@@ -98,6 +98,59 @@ EXCLUDED = {
     "events": "the event log is the audit and billing record; a restore must not rewrite it",
 }
 KEPT_SETTINGS = (settings_kv.MAINTENANCE,)  # state of this server, not data: neither saved nor restored
+# The document is dialect-neutral (ISO times, base64 bytes, JSON values): a backup of either store restores
+# into either. Any other source is not one voxgate wrote.
+KNOWN_DIALECTS = ("sqlite", "postgresql")
+
+
+def schema_revisions() -> list[str]:
+    """The store's migration revisions, oldest first."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from voxgate.store.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return [
+        script.revision for script in reversed(list(ScriptDirectory.from_config(config).walk_revisions()))
+    ]
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    parts = text.split("+", 1)[0].split(".")
+    return tuple(int(p) for p in parts) if parts and all(p.isdigit() for p in parts) else None
+
+
+def check_origin(document: Mapping[str, Any]) -> str:
+    """The backup's schema revision, after checking that this voxgate can restore what made it faithfully:
+    a revision it knows (an older one is migrated: columns added since take their defaults), a store
+    dialect voxgate writes, a voxgate version that is not newer than this one with a newer schema."""
+    known = schema_revisions()
+    revision = document.get("schema_revision")
+    if not isinstance(revision, str) or not revision:
+        raise BackupError("the backup names no schema_revision: it was not written by voxgate, or was edited")
+    if revision not in known:
+        raise BackupError(
+            f"the backup's schema revision {revision!r} is not one this voxgate knows ({known[0]} to "
+            f"{known[-1]}): it was made by a newer voxgate, or edited; restore it with the version that made it"
+        )
+    dialect = document.get("source_dialect")
+    if dialect not in KNOWN_DIALECTS:
+        raise BackupError(
+            f"the backup comes from a {dialect!r} store; voxgate writes and restores {' and '.join(KNOWN_DIALECTS)}"
+        )
+    made_by = document.get("voxgate_version")
+    made = _version(made_by) if isinstance(made_by, str) else None
+    if made is None:
+        raise BackupError(f"the backup's voxgate_version {made_by!r} is not a version number")
+    this = _version(__version__) or (0,)
+    if made[:1] != this[:1]:
+        raise BackupError(
+            f"the backup was made by voxgate {made_by}, another major version than this {__version__}: "
+            "restore it with that version"
+        )
+    return revision
 
 
 class BackupError(SnapshotError):
@@ -339,6 +392,7 @@ def parse_backup(data: bytes, expected: Mapping[str, ModelSpec], max_bytes: int)
     """
     document = read_document(data, max_bytes, "backup")
     check_format(document, BACKUP_FORMAT, BACKUP_FORMAT_VERSION, "backup")
+    revision = check_origin(document)
     payload = document.get("payload")
     stated = document.get("payload_sha256")
     if not isinstance(payload, dict) or not isinstance(stated, str):
@@ -364,11 +418,10 @@ def parse_backup(data: bytes, expected: Mapping[str, ModelSpec], max_bytes: int)
     rows = {name: _rows(name, tables.get(name)) for name in TABLES}
     _check_profiles(rows["profiles"], rows["settings"], expected)
     entries = validate_entries(voiceprints, expected, what="backup")
-    revision = document.get("schema_revision")
     return Backup(
         created=str(document.get("created", "")),
         voxgate_version=str(document.get("voxgate_version", "")),
-        schema_revision=revision if isinstance(revision, str) else None,
+        schema_revision=revision,
         voiceprints=entries,
         tables=rows,
     )
