@@ -415,6 +415,36 @@ def test_sample_rate_limits_are_configurable(wideband_wav: bytes) -> None:
         )
 
 
+def _patched(wav: bytes, offset: int, value: int) -> bytes:
+    data = bytearray(wav)
+    data[offset : offset + 2] = struct.pack("<H", value)
+    return bytes(data)
+
+
+def test_corrupt_wav_headers_are_named_not_scored(wideband_wav: bytes) -> None:
+    """Regression: a 7-bit header was read as unsigned 8-bit garbage and answered "not enough speech"."""
+    assert wideband_wav[36:40] == b"data" and wideband_wav[34:36] == struct.pack("<H", 16)
+    seven_bit = _patched(wideband_wav, 34, 7)  # fmt: bits per sample
+    with pytest.raises(CorruptAudio, match="7-bit samples"):
+        decode_bytes(seven_bit, limits=LIMITS, filename="call.wav")
+    wrong_frame = _patched(wideband_wav, 32, 4)  # fmt: block align
+    with pytest.raises(CorruptAudio, match="the header says 4"):
+        decode_bytes(wrong_frame, limits=LIMITS, filename="call.wav")
+    small = bytearray(wideband_wav)
+    small[40:44] = struct.pack("<I", 10)  # data: a size far below what follows
+    with pytest.raises(CorruptAudio, match="declares 10 bytes of audio"):
+        decode_bytes(bytes(small), limits=LIMITS, filename="call.wav")
+
+
+def test_a_chunk_after_the_audio_is_fine(wideband_wav: bytes) -> None:
+    tagged = bytearray(wideband_wav + b"LIST" + struct.pack("<I", 4) + b"INFO")
+    tagged[4:8] = struct.pack("<I", len(tagged) - 8)
+    assert (
+        decode_bytes(bytes(tagged), limits=LIMITS).samples.size
+        == decode_bytes(wideband_wav, limits=LIMITS).samples.size
+    )
+
+
 def test_too_many_bytes(wideband_wav: bytes, tmp_path: Path) -> None:
     with pytest.raises(AudioTooLarge, match=f"is {len(wideband_wav)} bytes; the limit is 1000 bytes"):
         decode_bytes(wideband_wav, limits=AudioLimits(max_bytes=1000, max_duration_s=60))

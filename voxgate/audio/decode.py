@@ -290,6 +290,10 @@ class _RiffInfo:
     sample_rate_hz: int | None  # None when no fmt chunk precedes the data
     declared_data_bytes: int | None  # None when the writer left it unknown (streaming: 0 or 0xFFFFFFFF)
     present_data_bytes: int
+    channels: int | None = None
+    block_align: int | None = None
+    bits_per_sample: int | None = None
+    after_data: bytes = b""  # the first bytes after the declared data (a following chunk's header, if any)
 
 
 def _parse_riff(data: bytes) -> _RiffInfo | None:
@@ -298,13 +302,20 @@ def _parse_riff(data: bytes) -> _RiffInfo | None:
     endian = ">" if data[:4] == b"RIFX" else "<"
     format_tag: int | None = None
     rate_hz: int | None = None
+    channels: int | None = None
+    block_align: int | None = None
+    bits: int | None = None
     ds64_data_bytes: int | None = None
     offset = 12
     while offset + 8 <= len(data):  # one step per chunk (a handful), each advancing >= 8 bytes
         chunk_id = data[offset : offset + 4]
         (chunk_bytes,) = struct.unpack_from(endian + "I", data, offset + 4)
         body = offset + 8
-        if chunk_id == b"fmt " and body + 8 <= len(data):
+        if chunk_id == b"fmt " and body + 16 <= len(data):
+            format_tag, channels, rate_hz, _, block_align, bits = struct.unpack_from(
+                endian + "HHIIHH", data, body
+            )
+        elif chunk_id == b"fmt " and body + 8 <= len(data):
             format_tag, _, rate_hz = struct.unpack_from(endian + "HHI", data, body)
         elif chunk_id == b"ds64" and body + 16 <= len(data):
             (ds64_data_bytes,) = struct.unpack_from("<Q", data, body + 8)
@@ -314,14 +325,50 @@ def _parse_riff(data: bytes) -> _RiffInfo | None:
                 declared = ds64_data_bytes
             elif chunk_bytes in (0, 0xFFFFFFFF):
                 declared = None
-            return _RiffInfo(format_tag, rate_hz, declared, len(data) - body)
+            after = b"" if declared is None else data[body + declared + (declared & 1) : body + declared + 9]
+            return _RiffInfo(
+                format_tag, rate_hz, declared, len(data) - body, channels, block_align, bits, after
+            )
         offset = body + chunk_bytes + (chunk_bytes & 1)  # chunks are padded to even sizes
     return _RiffInfo(format_tag, rate_hz, None, 0)
+
+
+# Sample sizes each WAVE format tag can hold; libsndfile reads other sizes as something else (7-bit PCM as
+# unsigned 8-bit), so the audio would be garbage scored as if it were speech.
+_WAV_BITS = {1: (8, 16, 24, 32), 3: (32, 64), 6: (8,), 7: (8,), 0xFFFE: (8, 16, 24, 32)}
+_WAV_FORMAT_NAMES = {1: "PCM", 3: "float", 6: "A-law", 7: "µ-law", 0xFFFE: "extensible PCM"}
+
+
+def _looks_like_chunk(header: bytes) -> bool:
+    return len(header) >= 8 and all(0x20 <= b < 0x7F for b in header[:4])
 
 
 def _check_riff(riff: _RiffInfo, limits: AudioLimits, name: str) -> None:
     if riff.sample_rate_hz is not None:
         _check_rate(riff.sample_rate_hz, limits, name)
+    allowed = _WAV_BITS.get(riff.format_tag) if riff.format_tag is not None else None
+    if allowed is not None and riff.bits_per_sample is not None:
+        kind = _WAV_FORMAT_NAMES[riff.format_tag or 0]
+        if riff.bits_per_sample not in allowed:
+            raise CorruptAudio(
+                f"{name}: corrupt WAV header: {riff.bits_per_sample}-bit samples, which WAV {kind} does not have "
+                f"({', '.join(map(str, allowed))} bits)"
+            )
+        if riff.channels is not None and riff.block_align != riff.channels * riff.bits_per_sample // 8:
+            raise CorruptAudio(
+                f"{name}: corrupt WAV header: a frame of {riff.channels} × {riff.bits_per_sample}-bit samples is "
+                f"{riff.channels * riff.bits_per_sample // 8} bytes, the header says {riff.block_align}"
+            )
+    if (
+        riff.declared_data_bytes is not None
+        and riff.present_data_bytes > riff.declared_data_bytes + 1
+        and riff.after_data
+        and not _looks_like_chunk(riff.after_data)
+    ):
+        raise CorruptAudio(
+            f"{name}: corrupt WAV header: it declares {riff.declared_data_bytes} bytes of audio, but "
+            f"{riff.present_data_bytes} bytes follow and what comes after the declared audio is not a chunk"
+        )
     if riff.declared_data_bytes is not None and riff.present_data_bytes < riff.declared_data_bytes:
         raise CorruptAudio(
             f"{name}: truncated WAV: the header declares {riff.declared_data_bytes} bytes of audio, "
