@@ -43,7 +43,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host", help="listen address (default VOXGATE_HOST, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (default VOXGATE_PORT, 8000)")
+    serve.add_argument(
+        "--port", type=int, help="listen port (default VOXGATE_PORT, 8000; 0: a free port, printed at start)"
+    )
+    serve.add_argument(
+        "--certfile", type=Path, help="TLS certificate chain (PEM): serve HTTPS and WSS (VOXGATE_TLS_CERTFILE)"
+    )
+    serve.add_argument("--keyfile", type=Path, help="its private key (PEM) (VOXGATE_TLS_KEYFILE)")
 
     def audio_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--channel", type=int, help="use this channel (0-based) of a multi-channel recording")
@@ -174,20 +180,31 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from voxgate.api.app import create_app
     from voxgate.logs import configure_json_logging
 
+    certfile = args.certfile or settings.tls_certfile
+    keyfile = args.keyfile or settings.tls_keyfile
+    if (certfile is None) != (keyfile is None):
+        print("voxgate: TLS needs both --certfile and --keyfile (or neither)", file=sys.stderr)
+        return EXIT_USAGE
+    for path in (certfile, keyfile):
+        if path is not None and not path.is_file():
+            print(f"voxgate: TLS file {path} does not exist", file=sys.stderr)
+            return EXIT_USAGE
     if settings.log_json:
         configure_json_logging(settings.log_level)
     app = create_app(settings)
     _tune_interpreter()
-    port = args.port or settings.port
+    port = settings.port if args.port is None else args.port
+    ports = [port] if settings.ws_port is None or settings.ws_port == port else [port, settings.ws_port]
     options: dict[str, Any] = {
         "host": args.host or settings.host,
         "log_level": settings.log_level,
         "log_config": None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
-    if settings.ws_port is None or settings.ws_port == port:
-        uvicorn.run(app, port=port, **options)
-    else:
-        asyncio.run(_serve_ports(app, [port, settings.ws_port], options))
+    if certfile is not None:
+        options.update(ssl_certfile=str(certfile), ssl_keyfile=str(keyfile))
+    asyncio.run(_serve_ports(app, ports, options, "https" if certfile else "http"))
     return 0
 
 
@@ -207,9 +224,11 @@ def _tune_interpreter() -> None:
     gc.set_threshold(5000, 20, 100)
 
 
-async def _serve_ports(app: FastAPI, ports: list[int], options: dict[str, Any]) -> None:
-    """One app on several ports (VOXGATE_WS_PORT) in one process. The servers run with lifespan off and
-    the app's lifespan runs once around them: one store, one stream registry, one inference engine."""
+async def _serve_ports(app: FastAPI, ports: list[int], options: dict[str, Any], scheme: str) -> None:
+    """One app on one or more ports (VOXGATE_WS_PORT) in one process. The servers run with lifespan off
+    and the app's lifespan runs once around them: one store, one stream registry, one inference engine.
+    Once every port is bound, each is printed on stderr (`voxgate: listening on http://127.0.0.1:8000`):
+    with port 0 that is how a caller learns which port the system chose."""
     import contextlib
     import signal
 
@@ -229,8 +248,22 @@ async def _serve_ports(app: FastAPI, ports: list[int], options: dict[str, Any]) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
+    async def report() -> None:
+        while not all(server.started for server in servers):
+            await asyncio.sleep(0.05)
+        for server in servers:
+            for listener in server.servers:
+                for sock in listener.sockets:
+                    host, port = sock.getsockname()[:2]
+                    shown = f"[{host}]" if ":" in host else host
+                    print(f"voxgate: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
+
     async with app.router.lifespan_context(app):
-        await asyncio.gather(*(server.serve() for server in servers))
+        reporter = asyncio.create_task(report())
+        try:
+            await asyncio.gather(*(server.serve() for server in servers))
+        finally:
+            reporter.cancel()
 
 
 # -- enroll / verify ------------------------------------------------------------------------------------

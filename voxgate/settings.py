@@ -46,6 +46,16 @@ class Settings(BaseSettings):
         description="A second port `voxgate serve` serves the same app on (for the WebSocket door, /ws "
         "and /); unset: the WebSocket door is on VOXGATE_PORT only.",
     )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated "
+        "addresses, or `*`): the client address in events and the login throttle is then the proxy's "
+        "client. Only list proxies you run.",
+    )
+    tls_certfile: Path | None = Field(
+        default=None, description="TLS certificate chain (PEM): `voxgate serve` speaks HTTPS and WSS."
+    )
+    tls_keyfile: Path | None = Field(default=None, description="The TLS certificate's private key (PEM).")
     ws_ping_interval_s: float = Field(
         default=5.0, gt=0, description="The WebSocket door sends each connection a ping this often."
     )
@@ -223,6 +233,11 @@ class Settings(BaseSettings):
                 f"VOXGATE_STREAM_MAX_SPEECH_S ({self.stream_max_speech_s:g} s) must be at least "
                 f"VOXGATE_STREAM_CHUNK_S ({self.stream_chunk_s:g} s)"
             )
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("VOXGATE_TLS_CERTFILE and VOXGATE_TLS_KEYFILE go together (or neither)")
+        for path in (self.tls_certfile, self.tls_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"the TLS file {path} does not exist")
         if self.ws_port is not None and self.ws_port == self.port:
             raise ValueError("VOXGATE_WS_PORT must differ from VOXGATE_PORT (or be unset)")
         return self

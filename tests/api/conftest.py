@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -54,10 +54,8 @@ async def auth(client: httpx.AsyncClient) -> dict[str, str]:
     return {"Authorization": f"Token {response.json()['key']}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _text(data: Path) -> str:
+    return (data / "server.log").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +67,6 @@ def live_server(
     The admin password is the test module's ``PASSWORD``. The server is stopped after the module.
     """
     data = tmp_path_factory.mktemp("server")
-    port = _free_port()
     env = {
         **os.environ,
         "VOXGATE_DATA_DIR": str(data),
@@ -78,20 +75,16 @@ def live_server(
         "VOXGATE_LOG_LEVEL": "warning",
     }
     log = (data / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "voxgate", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+    process = subprocess.Popen(  # port 0: the system picks a free port, the server prints it
+        [sys.executable, "-m", "voxgate", "serve", "--port", "0"], env=env, stdout=log, stderr=log
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError((data / "server.log").read_text()) from None
-                time.sleep(0.2)
+        while not (found := re.search(r"voxgate: listening on (http://127\.0\.0\.1:\d+)", _text(data))):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(_text(data))
+            time.sleep(0.1)
+        base = found.group(1)
         yield base
     finally:
         process.terminate()
