@@ -65,7 +65,11 @@ class Settings(BaseSettings):
         default=200 * 1024 * 1024, ge=1024, description="Largest recording accepted, bytes."
     )
     max_audio_duration_s: float = Field(
-        default=4 * 3600.0, gt=0, description="Longest recording accepted, seconds."
+        default=3600.0,
+        gt=0,
+        le=24 * 3600,
+        description="Longest recording accepted, and the most all the recordings of one enrollment may last "
+        "together, seconds (checked from the header before decoding where the format declares it).",
     )
     min_sample_rate_hz: int = Field(default=4000, ge=1000)
     max_sample_rate_hz: int = Field(default=192000, le=768000)

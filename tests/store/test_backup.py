@@ -4,9 +4,11 @@ into another store, and refusals of documents this voxgate cannot restore."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,9 @@ from voxgate.store.backup import (
     canonical,
     create_backup,
     encode_backup,
-    schema_revisions,
     parse_backup,
     restore,
+    schema_revisions,
 )
 from voxgate.store.db import Store
 from voxgate.store.snapshots import DocumentTooLarge, ModelSpec, consistent_read, list_entries
@@ -221,3 +223,30 @@ def test_a_backup_names_where_it_comes_from_and_is_refused_when_that_cannot_rest
     # the format is dialect-neutral: a PostgreSQL backup restores here, and an older known revision migrates
     assert parse_backup(_rewrap(changed(source_dialect="postgresql")), ENGINE, LIMIT).voiceprints
     assert parse_backup(_rewrap(changed(schema_revision=known[0])), ENGINE, LIMIT).schema_revision == known[0]
+
+
+def test_a_decompression_bomb_is_refused_before_it_costs_memory() -> None:
+    """Regression: a 1 MB gzip snapshot cost 31 s and 6.9 GB before its 400 (it inflated to the 1 GiB limit
+    and was then parsed). Now a stream that inflates far more than a snapshot can is stopped early."""
+    import time
+    import tracemalloc
+    import zlib
+
+    from voxgate.store.snapshots import inflate
+
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1 << 20)
+    bomb = b"".join(deflater.compress(block) for _ in range(900)) + deflater.flush()  # 900 MiB of spaces
+    assert len(bomb) < 1 << 20
+    tracemalloc.start()
+    started = time.monotonic()
+    with pytest.raises(DocumentTooLarge, match="decompression bomb"):
+        inflate(bomb, 1 << 30, "snapshot")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 64 << 20, f"peak {peak / 2**20:.0f} MiB"
+    assert time.monotonic() - started < 5
+    honest = gzip.compress(
+        json.dumps({"format": "x", "data": base64.b64encode(os.urandom(3 << 20)).decode()}).encode()
+    )
+    assert len(inflate(honest, 1 << 30, "snapshot")) > len(honest)

@@ -11,6 +11,7 @@ not enough speech yet, so a poller learns it early).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -22,6 +23,7 @@ from voxgate.biometrics.models import MODEL_IDS
 from voxgate.biometrics.voiceprint import Voiceprint, combine
 from voxgate.errors import (
     AudioError,
+    AudioTooLong,
     EmptyAudio,
     InsufficientSpeech,
     ModelError,
@@ -219,12 +221,25 @@ async def enroll_recordings(
             raise VoiceprintExists(
                 f"a voiceprint for external_id {external_id!r} already exists (overwrite=true replaces it)"
             )
+        budget_s = limits.max_duration_s  # for all the recordings together: 32 small files of hours of
+        # silence must not cost 32 times the limit (each is refused from its header before decoding)
         async for recording in recordings:
             if len(heard) == MAX_RECORDINGS:
                 raise AudioError(f"at most {MAX_RECORDINGS} recordings per enrollment")
+            if budget_s <= 0:
+                raise AudioTooLong(
+                    f"{recording.filename}: the recordings of one enrollment may last {limits.max_duration_s:g} s "
+                    "in all (VOXGATE_MAX_AUDIO_DURATION_S), and the ones before it use that up"
+                )
             voiceprint, speech = await runtime.run_offline(
-                recording_voiceprint, biometrics, recording, limits, channel, minimum
+                recording_voiceprint,
+                biometrics,
+                recording,
+                dataclasses.replace(limits, max_duration_s=budget_s),
+                channel,
+                minimum,
             )
+            budget_s -= speech.duration_s
             parts.append(voiceprint)
             heard.append(speech)
         if not parts:

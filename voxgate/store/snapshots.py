@@ -234,12 +234,18 @@ async def gzip_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 # -- parsing documents --------------------------------------------------------------------------------
 
 
+MAX_INFLATE_RATIO = 20
+
+
 def inflate(data: bytes, max_bytes: int, what: str) -> bytes:
     """``data`` itself, or inflated if it is gzip; a truncated or oversized stream is an error."""
     if not data.startswith(GZIP_MAGIC):
         if len(data) > max_bytes:
             raise DocumentTooLarge(f"the {what} is larger than {max_bytes} bytes")
         return data
+    # A snapshot or backup (JSON of base64 vectors) deflates about 1.3-1.5 times; a stream that inflates far
+    # more is a decompression bomb, refused long before the size limit costs gigabytes of memory.
+    ratio_limit = min(max_bytes, MAX_INFLATE_RATIO * len(data) + (1 << 20))
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     pieces: list[bytes] = []
     size = 0
@@ -250,6 +256,11 @@ def inflate(data: bytes, max_bytes: int, what: str) -> bytes:
             size += len(piece)
             if size > max_bytes:
                 raise DocumentTooLarge(f"the {what} inflates to more than {max_bytes} bytes")
+            if size > ratio_limit:
+                raise DocumentTooLarge(
+                    f"the {what} inflates more than {MAX_INFLATE_RATIO} times its {len(data)} compressed bytes: "
+                    f"not a voxgate {what} (a decompression bomb?)"
+                )
             pieces.append(piece)
             pending = inflater.unconsumed_tail
             if not pending:
