@@ -231,14 +231,23 @@ async def enroll_recordings(
                     f"{recording.filename}: the recordings of one enrollment may last {limits.max_duration_s:g} s "
                     "in all (VOXGATE_MAX_AUDIO_DURATION_S), and the ones before it use that up"
                 )
-            voiceprint, speech = await runtime.run_offline(
-                recording_voiceprint,
-                biometrics,
-                recording,
-                dataclasses.replace(limits, max_duration_s=budget_s),
-                channel,
-                minimum,
-            )
+            try:
+                voiceprint, speech = await runtime.run_offline(
+                    recording_voiceprint,
+                    biometrics,
+                    recording,
+                    dataclasses.replace(limits, max_duration_s=budget_s),
+                    channel,
+                    minimum,
+                )
+            except AudioTooLong as exc:
+                if budget_s == limits.max_duration_s:
+                    raise
+                raise AudioTooLong(
+                    f"{exc.message}: the recordings of one enrollment may last {limits.max_duration_s:g} s in all "
+                    f"(VOXGATE_MAX_AUDIO_DURATION_S), and the ones before it took "
+                    f"{limits.max_duration_s - budget_s:.1f} s"
+                ) from exc
             budget_s -= speech.duration_s
             parts.append(voiceprint)
             heard.append(speech)
