@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.settings import Settings
-from voxgate.store import accounts, events
+from voxgate.store import accounts, events, files
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +74,7 @@ def rotate_reset_secret(settings: Settings) -> None:
     """A new secret for ``GET /api/v2/maintenance/reset_password``, in a file only the server's user can
     read: the reset then needs a shell on the host, whatever a proxy in front of voxgate does to the
     request (a proxy on the host makes every request look local). Made at start and after each reset."""
-    path = reset_secret_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_urlsafe(32) + "\n")
-    os.chmod(partial, 0o600)  # an existing file keeps its old mode through O_CREAT
-    os.replace(partial, path)
+    files.write_private(reset_secret_path(settings), secrets.token_urlsafe(32) + "\n")
 
 
 def reset_secret_matches(settings: Settings, offered: str | None) -> bool:

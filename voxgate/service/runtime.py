@@ -7,7 +7,8 @@ each door translates in its own way.
 
 Start order (stop is the reverse)::
 
-    store ─► maintenance flag, shipped profiles, account ─► event purge ─► biometrics (models)
+    data directory (owner-only) ─► store
+      ─► maintenance flag, shipped profiles, account ─► event purge ─► biometrics (models)
       ─► inference engine + stream registry ─► PBX instances (their calls are streams)
       ─► webhooks (listen to stream starts and stops)
 """
@@ -27,7 +28,7 @@ from voxgate.service import accounts, housekeeping, models, telephony
 from voxgate.service.throttle import LoginThrottle
 from voxgate.service.webhooks import Webhooks, WebhookSender
 from voxgate.settings import Settings
-from voxgate.store import cache, events, profiles, settings_kv
+from voxgate.store import cache, events, files, profiles, settings_kv
 from voxgate.store import pbx as pbx_store
 from voxgate.store.db import Store
 from voxgate.streams import StreamRegistry, StreamSession
@@ -110,6 +111,8 @@ class Runtime:
     async def _start(self, live: bool) -> None:
         settings = self.settings
         cache.configure(settings.cache_ttl_s)
+        files.private_dir(settings.data_dir)
+        files.private_file(accounts.reset_secret_path(settings))
         self._store = store = await Store(settings.resolved_database_url).open()
         sessions = store.sessions
 

@@ -1,4 +1,4 @@
-"""Opening the store: the async engine, SQLite pragmas, and migrations applied at start."""
+"""Opening the store: the async engine, SQLite pragmas, owner-only files, and migrations applied at start."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from voxgate.store import files
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -28,11 +30,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for another store or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    database = url.split("///", 1)[-1].split("?", 1)[0]
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    return Path(database)
+
+
 def create_engine(url: str) -> AsyncEngine:
-    if url.startswith("sqlite"):
-        database = url.split("///", 1)[-1]
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_path(url)
+    if database is not None:
+        if not database.parent.exists():
+            files.private_dir(database.parent)
+        files.create_private(database)  # before SQLite creates it: its -wal and -shm files take its mode
     engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -66,6 +79,10 @@ class Store:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def open(self) -> Store:
+        database = sqlite_path(self.url)
+        if database is not None:  # an older store's files, made before voxgate set their modes
+            for path in files.sqlite_files(database):
+                files.private_file(path)
         await migrate(self.engine)
         return self
 
