@@ -148,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from voxgate.errors import InsufficientSpeech, VoxgateError
+    from voxgate.store.crypto import SecretKeyError
 
     try:
         handler = {
@@ -167,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VoxgateError as exc:
         print(f"voxgate: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except SecretKeyError as exc:  # the secrets key does not fit the store: a configuration error
+        print(f"voxgate: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

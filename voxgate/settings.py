@@ -34,6 +34,23 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL; default SQLite file `voxgate.db` in the data directory.",
     )
 
+    # secrets at rest (webhook signing secrets and SIP passwords are stored encrypted with this key)
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts the stored webhook signing secrets and SIP passwords: 32 random bytes "
+        "in base64; default: the key file.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="File holding that key (owner-only; generated on the first start if missing); default "
+        "`secrets.key` in the data directory. Not with VOXGATE_SECRET_KEY.",
+    )
+    secret_key_previous: SecretStr | None = Field(
+        default=None,
+        description="The key being rotated out: secrets it encrypted are encrypted again with the current "
+        "key at start; remove it afterwards.",
+    )
+
     # server
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8000, ge=0, le=65535)
@@ -228,8 +245,27 @@ class Settings(BaseSettings):
             raise ValueError(exc.message) from exc
         return value
 
+    @field_validator("secret_key", "secret_key_previous")
+    @classmethod
+    def _valid_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        from voxgate.store.crypto import parse_key
+
+        parse_key(value.get_secret_value(), "the key")  # ValueError names what a key looks like
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.secret_key is not None and self.secret_key_file is not None:
+            raise ValueError("set VOXGATE_SECRET_KEY or VOXGATE_SECRET_KEY_FILE, not both")
+        if (
+            self.secret_key is not None
+            and self.secret_key_previous is not None
+            and self.secret_key.get_secret_value().strip()
+            == self.secret_key_previous.get_secret_value().strip()
+        ):
+            raise ValueError("VOXGATE_SECRET_KEY_PREVIOUS must differ from VOXGATE_SECRET_KEY")
         if self.max_sample_rate_hz < self.min_sample_rate_hz:
             raise ValueError("VOXGATE_MAX_SAMPLE_RATE_HZ must not be below VOXGATE_MIN_SAMPLE_RATE_HZ")
         if self.stream_max_speech_s is not None and self.stream_max_speech_s < self.stream_chunk_s:
@@ -247,10 +283,17 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def resolved_secret_key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secrets.key"
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'voxgate.db'}"
+
+
+SECRET_TYPES = (SecretStr, SecretStr | None)  # settings whose given value is never echoed
 
 
 def describe_errors(exc: ValidationError) -> str:
@@ -263,7 +306,8 @@ def describe_errors(exc: ValidationError) -> str:
             lines.append(f"  {message}")
             continue
         given = error.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        secret = field in Settings.model_fields and Settings.model_fields[field].annotation in SECRET_TYPES
+        shown = "" if isinstance(given, dict) or secret else f" (got {given!r})"
         lines.append(f"  VOXGATE_{field.upper()}{shown}: {message}")
     return "invalid settings:\n" + "\n".join(lines)
 

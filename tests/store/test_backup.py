@@ -31,12 +31,14 @@ from voxgate.store.backup import (
     restore,
     schema_revisions,
 )
+from voxgate.store.crypto import Keyring
 from voxgate.store.db import Store
 from voxgate.store.snapshots import DocumentTooLarge, ModelSpec, consistent_read, list_entries
 from voxgate.store.tables import Base, SettingRow, SubscriptionRow
 
 ENGINE = {m: ModelSpec(m, "v1", 8) for m in ("ecapa", "campplus")}
 LIMIT = 1 << 24
+KEYRING = Keyring.generate()  # the secrets key of every store these tests open
 
 
 def _vp(seed: int) -> Voiceprint:
@@ -47,7 +49,7 @@ def _vp(seed: int) -> Voiceprint:
 
 
 async def _store(path: Path) -> Store:
-    return await Store(f"sqlite+aiosqlite:///{path}").open()
+    return await Store(f"sqlite+aiosqlite:///{path}", KEYRING).open()
 
 
 def _rewrap(document: dict[str, Any]) -> bytes:

@@ -8,15 +8,17 @@ import pytest
 
 from voxgate.store import pbx
 from voxgate.store.backup import create_backup, encode_backup, parse_backup, restore
+from voxgate.store.crypto import Keyring
 from voxgate.store.db import Store
 from voxgate.store.pbx import PbxNotFound
 
 CONFIG = {"host": "pbx.example.com", "port": 5060, "username": "voxgate", "codecs": ["PCMU"]}
+KEYRING = Keyring.generate()  # the secrets key of every store these tests open
 
 
 @pytest.mark.asyncio
 async def test_create_list_start_delete(tmp_path: Path) -> None:
-    store = await Store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}").open()
+    store = await Store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", KEYRING).open()
     try:
         first = await pbx.create(store.sessions, "main", CONFIG, "secret")
         second = await pbx.create(store.sessions, "backup", {**CONFIG, "host": "pbx2"}, "other")
@@ -37,8 +39,8 @@ async def test_create_list_start_delete(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_instances_travel_in_backups(tmp_path: Path) -> None:
-    source = await Store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}").open()
-    target = await Store(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}").open()
+    source = await Store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", KEYRING).open()
+    target = await Store(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", KEYRING).open()
     try:
         record = await pbx.create(source.sessions, "main", CONFIG, "secret")
         await pbx.set_started(source.sessions, record.uuid, True)

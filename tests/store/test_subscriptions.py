@@ -7,11 +7,13 @@ import pytest
 import pytest_asyncio
 
 from voxgate.store import subscriptions
+from voxgate.store.crypto import Keyring
 from voxgate.store.db import Store
 from voxgate.store.subscriptions import ENROLL, STREAMS, VERIFY, SubscriptionExists
 
 STREAM = "3f2b8c1e-7d4a-4e8b-9c0d-5a6b7c8d9e0f"
 URL = "https://crm.example.com/hooks"
+KEYRING = Keyring.generate()  # the secrets key of every store these tests open
 
 
 def _url(tmp_path: Path) -> str:
@@ -20,7 +22,7 @@ def _url(tmp_path: Path) -> str:
 
 @pytest_asyncio.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(_url(tmp_path)).open()
+    opened = await Store(_url(tmp_path), KEYRING).open()
     try:
         yield opened
     finally:
@@ -88,12 +90,12 @@ async def test_refuses_what_the_table_cannot_hold(
 
 @pytest.mark.asyncio
 async def test_survive_a_restart(tmp_path: Path) -> None:
-    first = await Store(_url(tmp_path)).open()
+    first = await Store(_url(tmp_path), KEYRING).open()
     try:
         kept = await subscriptions.add(first.sessions, VERIFY, STREAM, URL, "carol", secret="s" * 64)
     finally:
         await first.close()
-    second = await Store(_url(tmp_path)).open()
+    second = await Store(_url(tmp_path), KEYRING).open()
     try:
         assert await subscriptions.find(second.sessions) == [kept]
         assert (await subscriptions.find(second.sessions))[0].secret == "s" * 64

@@ -7,7 +7,7 @@ each door translates in its own way.
 
 Start order (stop is the reverse)::
 
-    data directory (owner-only) ─► store
+    data directory (owner-only) ─► store ─► secrets key (checked; plain or old-key secrets re-encrypted)
       ─► maintenance flag, shipped profiles, account ─► event purge ─► biometrics (models)
       ─► inference engine + stream registry ─► PBX instances (their calls are streams)
       ─► webhooks (listen to stream starts and stops)
@@ -24,7 +24,7 @@ from typing import ParamSpec, TypeVar
 
 from voxgate.biometrics.engine import Biometrics
 from voxgate.errors import ModelError, ModelNotPrepared, NotRunning, ProfileError
-from voxgate.service import accounts, housekeeping, models, telephony
+from voxgate.service import accounts, housekeeping, keys, models, telephony
 from voxgate.service.throttle import LoginThrottle
 from voxgate.service.webhooks import Webhooks, WebhookSender
 from voxgate.settings import Settings
@@ -115,6 +115,7 @@ class Runtime:
         files.private_file(accounts.reset_secret_path(settings))
         self._store = store = await Store(settings.resolved_database_url).open()
         sessions = store.sessions
+        store.use_keyring(await keys.unlock(sessions, settings))  # SecretKeyError: refuse to start
 
         self.locked = bool(await settings_kv.get(sessions, settings_kv.MAINTENANCE, False))
         added = await profiles.ensure_shipped(sessions)

@@ -5,10 +5,15 @@ What a backup holds, read in one consistent read transaction:
 - every voiceprint with its embeddings (the snapshot representation, keyed by external_id, vectors as
   the exact stored bytes);
 - the tables in ``TABLES``: calibration profiles, runtime settings (the active profile, ...), webhook
-  subscriptions and PBX instances (their signing secrets and SIP passwords included: keep backups as safe
-  as the store itself). A PBX instance restores with its ``started`` flag, so a server restored after
-  a loss registers the same accounts at its next start; the instances running while a restore happens
-  keep their old configuration until stopped.
+  subscriptions and PBX instances. A PBX instance restores with its ``started`` flag, so a server
+  restored after a loss registers the same accounts at its next start; the instances running while a
+  restore happens keep their old configuration until stopped.
+
+Secrets: the store keeps webhook signing secrets and SIP passwords encrypted with a key outside the
+database (``voxgate.store.crypto``); a backup carries them **decrypted**, and a restore encrypts them with
+the restoring server's key. A backup thus restores on another server, or after the data directory and its
+key file were lost, which is what backups are for; the price is that the file holds those secrets (and
+every voiceprint) readable: keep backups as safe as the store and its key together.
 
 What it leaves out, on purpose (``EXCLUDED``): the API account and its tokens (a restore must not change
 who can log in, nor bring back a password changed since), and the event log (the audit and billing
@@ -68,7 +73,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from voxgate import __version__
 from voxgate.biometrics.profile import CalibrationProfile
 from voxgate.errors import ProfileError
-from voxgate.store import profiles, settings_kv, voiceprints
+from voxgate.store import crypto, pbx, profiles, settings_kv, subscriptions, voiceprints
 from voxgate.store.profiles import check_fits, ensure_shipped_in
 from voxgate.store.snapshots import (
     ModelSpec,
@@ -97,7 +102,11 @@ EXCLUDED = {
     "tokens": "login tokens are per session and never leave the store",
     "events": "the event log is the audit and billing record; a restore must not rewrite it",
 }
-KEPT_SETTINGS = (settings_kv.MAINTENANCE,)  # state of this server, not data: neither saved nor restored
+# State of this server, not data: neither saved nor restored.
+KEPT_SETTINGS = (settings_kv.MAINTENANCE, settings_kv.SECRETS_KEY_ID)
+# Secrets: (table, column) -> the longest plain value; stored encrypted, carried decrypted.
+SECRET_LIMITS = {("subscriptions", "secret"): subscriptions.MAX_SECRET, ("pbx", "password"): pbx.MAX_PASSWORD}
+assert set(SECRET_LIMITS) == set(crypto.SEALED_COLUMNS)
 # The document is dialect-neutral (ISO times, base64 bytes, JSON values): a backup of either store restores
 # into either. Any other source is not one voxgate wrote.
 KNOWN_DIALECTS = ("sqlite", "postgresql")
@@ -202,6 +211,13 @@ def _encode(column: Column[Any], value: Any) -> Any:
     return value
 
 
+def _plain(session: AsyncSession, table: str, column: str, row: Any, value: Any) -> Any:
+    """A stored value as the backup carries it: secrets decrypted."""
+    if (table, column) not in SECRET_LIMITS or not isinstance(value, str) or not crypto.is_sealed(value):
+        return value
+    return crypto.unseal_in(session, table, column, row.uuid, value)
+
+
 def _revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
@@ -223,7 +239,11 @@ async def create_backup(sessions: async_sessionmaker[AsyncSession]) -> dict[str,
             tables[name] = {
                 "columns": [c.name for c in columns],
                 "rows": [
-                    [_encode(c, value) for c, value in zip(columns, row, strict=True)] for row in result
+                    [
+                        _encode(c, _plain(session, name, c.name, row, value))
+                        for c, value in zip(columns, row, strict=True)
+                    ]
+                    for row in result
                 ],
             }
     return {
@@ -353,6 +373,13 @@ def _rows(name: str, doc: Any) -> list[dict[str, Any]]:
                 for column in table.columns
             }
         )
+    for (secret_table, column), limit in SECRET_LIMITS.items():
+        if secret_table != name:
+            continue
+        for i, row in enumerate(rows):
+            value = row[column]
+            if not crypto.is_sealed(value) and not 1 <= len(value) <= limit:
+                raise BackupError(f"backup table {name!r}, row {i}: {column} must be 1 to {limit} characters")
     for columns in _unique_sets(table):
         keys = [tuple(row[c] for c in columns) for row in rows if all(row[c] is not None for c in columns)]
         if len(set(keys)) != len(keys):
@@ -430,6 +457,26 @@ def parse_backup(data: bytes, expected: Mapping[str, ModelSpec], max_bytes: int)
 # -- restoring --------------------------------------------------------------------------------------------
 
 
+def _sealed(session: AsyncSession, table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A backup's row as the store keeps it: secrets encrypted with this store's key."""
+    columns = [column for secret_table, column in SECRET_LIMITS if secret_table == table]
+    if not columns:
+        return row
+    keyring = crypto.keyring_of(session)
+    row = dict(row)
+    for column in columns:
+        where = crypto.context(table, column, row["uuid"])
+        try:
+            plain = keyring.unseal(row[column], where)  # a plain value as it is
+        except ValueError as exc:
+            raise BackupError(
+                f"the backup holds an encrypted secret this server cannot read ({exc}); backups voxgate "
+                "makes carry secrets decrypted"
+            ) from exc
+        row[column] = keyring.seal(plain, where)
+    return row
+
+
 async def restore(sessions: async_sessionmaker[AsyncSession], backup: Backup) -> dict[str, int]:
     """Replace the backed-up tables' contents with the backup's, in one transaction: all or nothing.
 
@@ -448,6 +495,7 @@ async def restore(sessions: async_sessionmaker[AsyncSession], backup: Backup) ->
                 rows = backup.tables[name]
                 if name == "settings":
                     rows = [row for row in rows if row["key"] not in KEPT_SETTINGS]
+                rows = [_sealed(session, name, row) for row in rows]
                 if rows:
                     await session.execute(insert(_table(name)), rows)
             await insert_in(session, backup.voiceprints)

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from voxgate.store import files
+from voxgate.store.crypto import KEYRING_INFO, Keyring
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -71,12 +72,22 @@ async def migrate(engine: AsyncEngine) -> None:
 
 
 class Store:
-    """An open store: the engine and its session factory."""
+    """An open store: the engine and its session factory.
 
-    def __init__(self, url: str) -> None:
+    ``keyring`` encrypts and decrypts the secrets stored in it (webhook signing secrets, SIP passwords);
+    a store opened without one serves everything else. The runtime gives it after checking the key
+    against the store (:meth:`use_keyring`)."""
+
+    def __init__(self, url: str, keyring: Keyring | None = None) -> None:
         self.url = url
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        if keyring is not None:
+            self.use_keyring(keyring)
+
+    def use_keyring(self, keyring: Keyring) -> None:
+        """Every session made from now on carries ``keyring`` (``voxgate.store.crypto.keyring_of``)."""
+        self.sessions.configure(info={KEYRING_INFO: keyring})
 
     async def open(self) -> Store:
         database = sqlite_path(self.url)

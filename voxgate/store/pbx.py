@@ -2,7 +2,8 @@
 
 The configuration is one JSON document per instance (host, port, transport, username, domain,
 registration expiry, contact user, RTP port range, codecs, ...); the password sits in its own column so
-nothing that lists instances can hand it out by accident. ``started`` is what the server restores at
+nothing that lists instances can hand it out by accident, encrypted (``voxgate.store.crypto``: the key
+lives outside the database) since the SIP agent needs it back to answer digest challenges. ``started`` is what the server restores at
 start: an instance started through the API registers again after a restart, a stopped one does not.
 """
 
@@ -17,9 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.errors import VoxgateError
+from voxgate.store.crypto import seal_in, unseal_in
 from voxgate.store.tables import PbxRow
 
-__all__ = ["PbxNotFound", "PbxRecord", "create", "delete", "get", "list_all", "set_started"]
+MAX_PASSWORD = 256  # characters (the column holds it encrypted)
+
+__all__ = ["MAX_PASSWORD", "PbxNotFound", "PbxRecord", "create", "delete", "get", "list_all", "set_started"]
 
 
 class PbxNotFound(VoxgateError):
@@ -36,32 +40,38 @@ class PbxRecord:
     created: datetime
 
 
-def _record(row: PbxRow) -> PbxRecord:
+def _record(session: AsyncSession, row: PbxRow) -> PbxRecord:
     created = row.created if row.created.tzinfo else row.created.replace(tzinfo=UTC)
-    return PbxRecord(row.uuid, row.name, dict(row.config), row.password, bool(row.started), created)
+    password = unseal_in(session, "pbx", "password", row.uuid, row.password)
+    return PbxRecord(row.uuid, row.name, dict(row.config), password, bool(row.started), created)
 
 
 async def create(
     sessions: async_sessionmaker[AsyncSession], name: str, config: dict[str, Any], password: str
 ) -> PbxRecord:
-    row = PbxRow(
-        uuid=str(uuid_module.uuid4()),
-        name=name,
-        config=config,
-        password=password,
-        started=False,
-        created=datetime.now(UTC),
-    )
+    if not 1 <= len(password) <= MAX_PASSWORD:
+        raise ValueError(f"a SIP password must be 1 to {MAX_PASSWORD} characters long")
+    uuid = str(uuid_module.uuid4())
+    created = datetime.now(UTC)
     async with sessions() as session, session.begin():
-        session.add(row)
-    return _record(row)
+        session.add(
+            PbxRow(
+                uuid=uuid,
+                name=name,
+                config=config,
+                password=seal_in(session, "pbx", "password", uuid, password),
+                started=False,
+                created=created,
+            )
+        )
+    return PbxRecord(uuid, name, dict(config), password, False, created)
 
 
 async def list_all(sessions: async_sessionmaker[AsyncSession]) -> list[PbxRecord]:
     """Every instance, oldest first."""
     async with sessions() as session:
         rows = await session.scalars(select(PbxRow).order_by(PbxRow.created, PbxRow.uuid))
-        return [_record(row) for row in rows]
+        return [_record(session, row) for row in rows]
 
 
 async def get(sessions: async_sessionmaker[AsyncSession], pbx_id: str) -> PbxRecord:
@@ -69,7 +79,7 @@ async def get(sessions: async_sessionmaker[AsyncSession], pbx_id: str) -> PbxRec
         row = await session.get(PbxRow, pbx_id)
         if row is None:
             raise PbxNotFound(f"no PBX instance {pbx_id!r}")
-        return _record(row)
+        return _record(session, row)
 
 
 async def set_started(sessions: async_sessionmaker[AsyncSession], pbx_id: str, started: bool) -> None:

@@ -15,8 +15,11 @@ from voxgate.store.tables import SettingRow
 
 MAINTENANCE = "maintenance"  # bool: maintenance mode (new streams, enroll, verify, import refused)
 ACTIVE_PROFILE = "active_profile"  # str | None: uuid of the active calibration profile; None = automatic
+# str: id of the key the store's secrets are encrypted with (voxgate.store.crypto); state of this store,
+# not data: never in a backup
+SECRETS_KEY_ID = "secrets_key_id"
 
-__all__ = ["ACTIVE_PROFILE", "MAINTENANCE", "get", "get_in", "items", "set", "set_in"]
+__all__ = ["ACTIVE_PROFILE", "MAINTENANCE", "SECRETS_KEY_ID", "get", "get_in", "items", "set", "set_in"]
 
 
 async def get_in(session: AsyncSession, key: str, default: Any = None) -> Any:

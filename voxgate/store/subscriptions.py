@@ -7,8 +7,9 @@ A subscription asks for HTTP callbacks about one channel:
 - ``enroll`` / ``verify``: enrollment or verification of ``external_id`` on the live stream whose uuid is
   ``channel_uuid``, reported every second while that stream lives.
 
-Each subscription has its own signing secret (``secret``), generated here. It is stored as given because
-the server needs it to sign every callback; the API shows it only once, in the reply that creates it.
+Each subscription has its own signing secret (``secret``), generated here. The server needs it back to
+sign every callback, so it is stored encrypted (``voxgate.store.crypto``: the key lives outside the
+database), not hashed; the API shows it only once, in the reply that creates it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from voxgate.errors import VoxgateError
+from voxgate.store.crypto import seal_in, unseal_in
 from voxgate.store.db import DbSessions
 from voxgate.store.tables import SubscriptionRow
 
@@ -34,10 +37,12 @@ STREAM_TYPES = (ENROLL, VERIFY)  # those whose channel is one live stream
 MAX_CHANNEL = 256  # widths of the table's columns
 MAX_EXTERNAL_ID = 256
 MAX_URL = 2048
-SECRET_BYTES = 32  # 256 bits, 64 hex characters (the column holds 128)
+SECRET_BYTES = 32  # 256 bits, 64 hex characters
+MAX_SECRET = 128  # characters of a given secret (the column holds it encrypted)
 
 __all__ = [
     "ENROLL",
+    "MAX_SECRET",
     "STREAMS",
     "STREAM_TYPES",
     "TYPES",
@@ -79,9 +84,10 @@ def new_secret() -> str:
     return secrets_module.token_hex(SECRET_BYTES)
 
 
-def _subscription(row: SubscriptionRow) -> Subscription:
+def _subscription(session: AsyncSession, row: SubscriptionRow) -> Subscription:
     created = row.created if row.created.tzinfo else row.created.replace(tzinfo=UTC)
-    return Subscription(row.uuid, row.type, row.key, row.external_id, row.url, row.secret, created)
+    secret = unseal_in(session, "subscriptions", "secret", row.uuid, row.secret)
+    return Subscription(row.uuid, row.type, row.key, row.external_id, row.url, secret, created)
 
 
 def _check(type: str, channel_uuid: str, url: str, external_id: str | None) -> None:
@@ -137,6 +143,9 @@ async def add(
     copy would only double every callback.
     """
     _check(type, channel_uuid, url, external_id)
+    secret = secret if secret is not None else new_secret()
+    if not 1 <= len(secret) <= MAX_SECRET:
+        raise ValueError(f"a signing secret must be 1 to {MAX_SECRET} characters long")
     async with sessions() as session, session.begin():
         same = await session.scalar(
             select(SubscriptionRow.uuid).where(*_conditions(None, (type,), channel_uuid, url, external_id))
@@ -146,24 +155,25 @@ async def add(
                 f"the same {type} subscription already exists ({same}): delete it first to get a new secret",
                 same,
             )
+        uuid = str(uuid_module.uuid4())
         row = SubscriptionRow(
-            uuid=str(uuid_module.uuid4()),
+            uuid=uuid,
             type=type,
             key=channel_uuid,
             external_id=external_id,
             url=url,
-            secret=secret if secret is not None else new_secret(),
+            secret=seal_in(session, "subscriptions", "secret", uuid, secret),
             created=datetime.now(UTC),
         )
         session.add(row)
         await session.flush()
-        return _subscription(row)
+        return _subscription(session, row)
 
 
 async def get(sessions: DbSessions, uuid: str) -> Subscription | None:
     async with sessions() as session:
         row = await session.get(SubscriptionRow, uuid)
-        return None if row is None else _subscription(row)
+        return None if row is None else _subscription(session, row)
 
 
 async def find(
@@ -180,7 +190,7 @@ async def find(
         rows = await session.scalars(
             select(SubscriptionRow).where(*conditions).order_by(SubscriptionRow.created, SubscriptionRow.uuid)
         )
-        return [_subscription(row) for row in rows]
+        return [_subscription(session, row) for row in rows]
 
 
 async def remove(
@@ -203,4 +213,4 @@ async def remove(
             await session.execute(
                 delete(SubscriptionRow).where(SubscriptionRow.uuid.in_([row.uuid for row in rows]))
             )
-        return [_subscription(row) for row in rows]
+        return [_subscription(session, row) for row in rows]

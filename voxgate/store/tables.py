@@ -111,7 +111,7 @@ class SubscriptionRow(Base):
     key: Mapped[str] = mapped_column(String(256), nullable=False, index=True)  # source_uuid or stream uuid
     external_id: Mapped[str | None] = mapped_column(String(256))
     url: Mapped[str] = mapped_column(String(2048), nullable=False)
-    secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    secret: Mapped[str] = mapped_column(String(1024), nullable=False)  # encrypted (voxgate.store.crypto)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
@@ -124,6 +124,6 @@ class PbxRow(Base):
     uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(256), nullable=False)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # everything but the password
-    password: Mapped[str] = mapped_column(String(256), nullable=False)
+    password: Mapped[str] = mapped_column(String(2048), nullable=False)  # encrypted (voxgate.store.crypto)
     started: Mapped[bool] = mapped_column(default=False, nullable=False)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
