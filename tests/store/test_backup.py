@@ -204,7 +204,7 @@ def test_a_backup_names_where_it_comes_from_and_is_refused_when_that_cannot_rest
     assert document["schema_revision"] == known[-1] and document["source_dialect"] == "sqlite"
 
     def changed(**header: Any) -> dict[str, Any]:
-        copy = json.loads(json.dumps(document))
+        copy: dict[str, Any] = json.loads(json.dumps(document))
         for key, value in header.items():
             if value is None:
                 del copy[key]
