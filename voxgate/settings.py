@@ -3,12 +3,33 @@ file) and is documented in the README's configuration table."""
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_ALLOW_NETWORKS = 64
+
+
+def parse_networks(text: str) -> tuple[IpNetwork, ...]:
+    """Comma-separated CIDRs (a bare address is a /32 or /128); ValueError naming the first bad one."""
+    networks: dict[IpNetwork, None] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks[ipaddress.ip_network(part)] = None
+        except ValueError as exc:
+            raise ValueError(
+                f"{part!r} is not a network in CIDR notation (e.g. 10.20.0.0/16): {exc}"
+            ) from None
+    if len(networks) > MAX_ALLOW_NETWORKS:
+        raise ValueError(f"{len(networks)} networks; at most {MAX_ALLOW_NETWORKS}")
+    return tuple(networks)
 
 
 def _default_data_dir() -> Path:
@@ -184,6 +205,12 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Callbacks waiting to be sent; when full, the oldest is dropped."
     )
     webhook_workers: int = Field(default=8, ge=1, le=256, description="Callbacks sent at the same time.")
+    webhook_allow_networks: str = Field(
+        default="",
+        max_length=4096,
+        description="Networks callbacks may go to although they are not public (private, loopback, "
+        "link-local...), comma-separated CIDRs, e.g. `10.20.0.0/16,fd00:1::/64`; empty: public addresses only.",
+    )
 
     # telephony (PBX instances themselves are stored, see /api/v2/pbx/)
     sip_bind_host: str = Field(
@@ -232,6 +259,11 @@ class Settings(BaseSettings):
         if not chosen or unknown:
             raise ValueError(f"unknown models {unknown or value!r}; known: {', '.join(MODEL_IDS)}")
         return ",".join(dict.fromkeys(chosen))
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        return ",".join(str(n) for n in parse_networks(value))
 
     @field_validator("profile")
     @classmethod
@@ -285,6 +317,11 @@ class Settings(BaseSettings):
     @property
     def resolved_secret_key_file(self) -> Path:
         return self.secret_key_file or self.data_dir / "secrets.key"
+
+    @property
+    def webhook_allowed_networks(self) -> tuple[IpNetwork, ...]:
+        """``webhook_allow_networks`` parsed."""
+        return parse_networks(self.webhook_allow_networks)
 
     @property
     def resolved_database_url(self) -> str:

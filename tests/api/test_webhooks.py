@@ -36,13 +36,14 @@ from voxgate.service.webhooks import (
     sign,
     verify_signature,
 )
-from voxgate.settings import Settings
+from voxgate.settings import Settings, parse_networks
 from voxgate.store import events
 from voxgate.store.db import Store
 from voxgate.store.subscriptions import Subscription
 
 INTERVAL_S = 0.2  # the enroll/verify period, shortened from 1 s
 TIMEOUT_S = 1.0
+LOOPBACK = "127.0.0.0/8"
 
 
 @pytest.fixture
@@ -54,6 +55,7 @@ def settings(settings: Settings) -> Settings:
             "webhook_retries": 2,
             "webhook_backoff_s": 0.05,
             "stream_idle_timeout_s": 60.0,  # streams here wait for callbacks between their audio
+            "webhook_allow_networks": LOOPBACK,  # the receiver is on loopback, denied by default
         }
     )
 
@@ -530,7 +532,9 @@ async def test_subscriptions_survive_a_restart(settings: Settings, receiver: Rec
 @pytest.mark.asyncio
 async def test_a_full_queue_drops_the_oldest(tmp_path: Path, receiver: Receiver) -> None:
     store = await Store(f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}").open()
-    sender = WebhookSender(store.sessions, timeout_s=5, retries=0, queue_size=1, workers=1)
+    sender = WebhookSender(
+        store.sessions, timeout_s=5, retries=0, queue_size=1, workers=1, allow=parse_networks(LOOPBACK)
+    )
     try:
         sender.start()
         hook = Subscription("sub-1", "streams", "line", None, receiver.base + "/pause/q", "k" * 64)

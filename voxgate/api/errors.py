@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from voxgate import errors, streams
 from voxgate.api.websocket import protocol
 from voxgate.evaluation import datasets, trials
-from voxgate.service import telephony
+from voxgate.service import telephony, webhooks
 from voxgate.store import backup, pbx, snapshots, subscriptions
 from voxgate.store import profiles as store_profiles
 from voxgate.telephony import agent, calls, digest, sdp
@@ -118,6 +118,7 @@ STATUS: dict[type[errors.VoxgateError], int] = {
     backup.BackupError: 400,
     subscriptions.SubscriptionExists: 409,
     subscriptions.SubscriptionNotFound: 404,
+    webhooks.TargetNotAllowed: 400,
     # telephony
     pbx.PbxNotFound: 404,
     telephony.PbxStartFailed: 400,

@@ -26,6 +26,20 @@ Every callback is signed: ``X-Voxgate-Timestamp`` (Unix seconds) and ``X-Voxgate
 sha256=<hex>``, the HMAC-SHA256 of ``<timestamp>.<body>`` keyed with the subscription's secret (see
 :func:`verify_signature`). ``X-Voxgate-Delivery`` is the same for every attempt of one callback, so a
 receiver can drop a repeat; ``X-Voxgate-Subscription`` names the subscription.
+
+Where callbacks may go (a token holder chooses the URL, the server sends the request from its own
+network): only public addresses, unless an operator lists networks in ``VOXGATE_WEBHOOK_ALLOW_NETWORKS``.
+Private, loopback, link-local (cloud metadata at 169.254.169.254), unspecified, multicast, reserved,
+documentation and carrier-grade NAT addresses are denied, IPv4 and IPv6 alike (an IPv4-mapped or NAT64
+address is judged by the IPv4 address in it). A URL with userinfo, or a numeric host that is not a
+canonical dotted quad (``2130706433``, ``0x7f.1``, ``017700000001``, ``127.1``: forms ``inet_aton`` reads as
+addresses) is refused outright. At subscribe time :func:`check_target` refuses those shapes and a literal
+address that is denied; at delivery time every address the host resolves to is checked and the request
+goes to a checked address (the original ``Host`` header, and for https the name as SNI, so the
+certificate is checked against the name): a DNS answer that changes between the check and the connection
+cannot redirect it. A delivery refused so is final, never retried, and its ``webhook`` event says only
+:data:`NOT_ALLOWED`: no address, port or connection detail that would let a token holder map the
+internal network.
 """
 
 from __future__ import annotations
@@ -34,13 +48,17 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import re
+import socket
+import ssl
 import time
 import urllib.parse
 import uuid as uuid_module
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -58,7 +76,7 @@ from voxgate.service.enrollment import (
     record_enroll,
 )
 from voxgate.service.verification import VerifyOutcome, VerifyResult, record_verify, verify_stream
-from voxgate.settings import Settings
+from voxgate.settings import IpNetwork, Settings
 from voxgate.store import events, subscriptions
 from voxgate.store.db import DbSessions
 from voxgate.store.subscriptions import Subscription
@@ -114,7 +132,8 @@ def verify_signature(
 
 
 def check_url(url: str) -> str:
-    """The webhook URL if it is an absolute http(s) URL with a host; ValueError naming the problem."""
+    """The webhook URL if it is an absolute http(s) URL with a host; ValueError naming the problem. Where
+    it may send callbacks is :func:`check_target`'s question."""
     if len(url) > subscriptions.MAX_URL:
         raise ValueError(f"the webhook URL is {len(url)} characters long; at most {subscriptions.MAX_URL}")
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
@@ -133,6 +152,10 @@ def check_url(url: str) -> str:
     if port == 0:
         raise ValueError("the webhook URL has port 0")
     try:
+        _check_shape(url)
+    except TargetNotAllowed:
+        return url  # check_target refuses it, with the reason (400)
+    try:
         httpx.URL(url)
     except Exception as exc:  # what the client would refuse at send time (InvalidURL, IDNA errors...)
         raise ValueError(f"the webhook URL is malformed: {exc}") from None
@@ -149,6 +172,173 @@ def redact(url: str) -> str:
         return url
     netloc = f"{parts.username}:***@{parts.netloc.rsplit('@', 1)[1]}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- targets: where callbacks may go -------------------------------------------------------------------
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[Sequence[IpAddress]]]
+
+NOT_ALLOWED = "target not allowed"  # all a delivery event says of a denied target
+# Denied whatever Python's own tables say (they changed between 3.11 patch releases); anything
+# ``ipaddress`` does not call global is denied too. IPv4-mapped and NAT64 addresses are judged by the IPv4
+# address in them (:func:`judged_as`).
+DENIED_NETWORKS: tuple[IpNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network": 0.0.0.0 reaches the server itself
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local: cloud metadata services (169.254.169.254)
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "192.88.99.0/24",  # 6to4 relays
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, broadcast
+        "::/96",  # unspecified, loopback, IPv4-compatible
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard
+        "2001::/23",  # IETF protocol assignments (Teredo, ...)
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4: an IPv4 address inside
+        "3fff::/20",  # documentation
+        "5f00::/16",  # segment routing
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local
+        "ff00::/8",  # multicast
+    )
+)
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: judged by the IPv4 address in it
+_NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)")
+
+
+class TargetNotAllowed(VoxgateError):
+    """A webhook URL whose target callbacks may not go to (its shape, or a denied address)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a webhook URL points: scheme, host as connected to (ASCII, IDNA-encoded, no brackets), port
+    and, when the host is an IP literal, that address."""
+
+    scheme: str
+    host: str
+    port: int
+    address: IpAddress | None
+
+
+def target_of(url: str) -> Target:
+    """Parse a webhook URL as the HTTP client will; TargetNotAllowed for userinfo, backslashes and numeric
+    hosts that are not canonical (what ``inet_aton`` would read as an address)."""
+    _check_shape(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise TargetNotAllowed(f"the webhook URL is malformed: {exc}") from None
+    scheme = parsed.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise TargetNotAllowed("the webhook URL must start with http:// or https://")
+    if parsed.userinfo:
+        raise TargetNotAllowed("the webhook URL must not carry a user name or password")
+    host = parsed.raw_host.decode("ascii").lower()
+    if not host:
+        raise TargetNotAllowed("the webhook URL names no host")
+    port = parsed.port or (443 if scheme == "https" else 80)
+    if "%" in host:
+        raise TargetNotAllowed(f"the webhook URL's host {host!r} is not a valid IPv6 address (a zone id)")
+    if ":" in host:
+        try:
+            return Target(scheme, host, port, ipaddress.IPv6Address(host))
+        except ValueError:
+            raise TargetNotAllowed(f"the webhook URL's host {host!r} is not a valid IPv6 address") from None
+    return Target(scheme, host, port, _ipv4_literal(host))
+
+
+def _check_shape(url: str) -> None:
+    """What is refused before a URL parser has its say (parsers disagree on these)."""
+    if "\\" in url:
+        raise TargetNotAllowed("the webhook URL must not contain a backslash")
+    try:
+        netloc = urllib.parse.urlsplit(url).netloc
+    except ValueError as exc:
+        raise TargetNotAllowed(f"the webhook URL is malformed: {exc}") from None
+    if "@" in netloc:
+        raise TargetNotAllowed(
+            "the webhook URL must not carry a user name or password (user:password@host): authenticate "
+            "callbacks by their signature"
+        )
+    if not netloc.startswith("["):
+        _ipv4_literal(netloc.rsplit(":", 1)[0].lower())
+
+
+def _ipv4_literal(host: str) -> ipaddress.IPv4Address | None:
+    """The address of a host written as a dotted quad; None for a name. A host whose last label is a
+    number (``2130706433``, ``0x7f.1``, ``127.1``, ``0177.0.0.1``, ``1.2.3.4.5``) is an address to
+    ``inet_aton`` and to browsers, so it must be a canonical dotted quad (TargetNotAllowed otherwise)."""
+    if not _NUMERIC_LABEL.fullmatch(host.removesuffix(".").rsplit(".", 1)[-1]):
+        return None
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        address = None
+    if address is None or str(address) != host:
+        raise TargetNotAllowed(
+            f"the webhook URL's host {host!r} is numeric but not a dotted quad: write an IPv4 address as "
+            "four decimal numbers (e.g. 203.0.113.7), without leading zeros"
+        )
+    return address
+
+
+def judged_as(address: IpAddress) -> IpAddress:
+    """The address a check looks at: the IPv4 address inside an IPv4-mapped or NAT64 IPv6 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address in NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
+def address_allowed(address: IpAddress, allow: Collection[IpNetwork] = ()) -> bool:
+    """Whether callbacks may go to ``address``: in an allowed network, or a public address."""
+    plain = judged_as(address)
+    if any(plain in net or address in net for net in allow):
+        return True
+    if not plain.is_global or plain.is_multicast or plain.is_reserved:
+        return False
+    return not any(plain in net for net in DENIED_NETWORKS)
+
+
+def check_target(url: str, allow: Collection[IpNetwork] = ()) -> Target:
+    """Subscribe time: the URL's shape (:func:`target_of`) and, for an IP literal, the address. A host
+    name is resolved and checked at every delivery, not here (its addresses may change)."""
+    target = target_of(url)
+    if target.address is not None and not address_allowed(target.address, allow):
+        raise TargetNotAllowed(
+            f"the webhook URL's address {target.address} is not a public address (private, loopback, "
+            "link-local, multicast, reserved or carrier-grade NAT): callbacks go to public addresses "
+            "only, unless the operator allows that network (VOXGATE_WEBHOOK_ALLOW_NETWORKS)"
+        )
+    return target
+
+
+async def resolve(host: str, port: int) -> list[IpAddress]:
+    """Every address ``host`` resolves to, with the event loop's resolver (off the loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    found: dict[IpAddress, None] = {}
+    for info in infos:
+        text = str(info[4][0]).split("%", 1)[0]  # an IPv6 scope id is no part of the address
+        found[ipaddress.ip_address(text)] = None
+    return list(found)
 
 
 # -- payloads (exactly Voice Verify's) -----------------------------------------------------------------
@@ -264,13 +454,22 @@ class WebhookSender:
         backoff_s: float = 1.0,
         queue_size: int = 1000,
         workers: int = 8,
+        allow: Iterable[IpNetwork] = (),
+        resolver: Resolver = resolve,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
+        """``allow``: networks callbacks may go to although they are not public; ``resolver``: a host
+        name's addresses (tests); ``verify``: the TLS context (default: the system's CAs, or
+        ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``)."""
         if timeout_s <= 0 or retries < 0 or backoff_s < 0 or queue_size < 1 or workers < 1:
             raise ValueError("timeout_s > 0, retries >= 0, backoff_s >= 0, queue_size >= 1, workers >= 1")
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.workers = workers
+        self.allow = tuple(allow)
+        self._resolver = resolver
+        self._verify = verify
         self._sessions = sessions
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
         self._client: httpx.AsyncClient | None = None
@@ -291,6 +490,7 @@ class WebhookSender:
             backoff_s=settings.webhook_backoff_s,
             queue_size=settings.webhook_queue_size,
             workers=settings.webhook_workers,
+            allow=settings.webhook_allowed_networks,
         )
 
     @property
@@ -306,7 +506,15 @@ class WebhookSender:
             timeout=httpx.Timeout(self.timeout_s),
             follow_redirects=False,
             headers={"User-Agent": f"voxgate/{__version__}"},
-            limits=httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers),
+            # No connection is reused: requests go to checked addresses, so the pool is keyed by address,
+            # and a TLS connection whose certificate was checked for one name must never carry a request
+            # for another name on the same address. (Bodies are never read, which closes connections
+            # anyway.)
+            limits=httpx.Limits(max_connections=self.workers, max_keepalive_connections=0),
+            # SSL_CERT_FILE / SSL_CERT_DIR are honoured; proxies (HTTP(S)_PROXY) and .netrc are not: a
+            # proxy would resolve the name again, out of sight of the address check
+            verify=self._verify if self._verify is not None else httpx.create_ssl_context(),
+            trust_env=False,
         )
         self._tasks = [
             asyncio.get_running_loop().create_task(self._work(), name=f"webhook-worker-{i}")
@@ -435,8 +643,7 @@ class WebhookSender:
                 self._queue.task_done()
 
     async def _attempt(self, delivery: Delivery) -> None:
-        client = self._client
-        if client is None:
+        if self._client is None:
             return
         delivery.attempts += 1
         stats = self._stats_for(delivery)
@@ -453,13 +660,17 @@ class WebhookSender:
         status: int | None = None
         error: str | None = None
         retry_after_s = 0.0
+        denied = False
         try:
-            async with (
-                asyncio.timeout(self.timeout_s),
-                client.stream("POST", delivery.url, content=delivery.body, headers=headers) as response,
-            ):
-                status = response.status_code  # the body is never read: a receiver cannot flood us
-                retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
+            async with asyncio.timeout(self.timeout_s):
+                status, retry_after_s = await self._post(delivery, headers)
+        except TargetNotAllowed as exc:
+            denied, error = True, NOT_ALLOWED
+            log.warning(  # the operator's log says why; the event and the counters say only NOT_ALLOWED
+                "webhook target not allowed: %s",
+                exc,
+                extra={"subscription": delivery.subscription, "url": redact(delivery.url)},
+            )
         except (TimeoutError, httpx.TimeoutException):
             error = f"no answer within {self.timeout_s:g} s"
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
@@ -469,7 +680,7 @@ class WebhookSender:
             stats.delivered += 1
             self._finished(delivery)
             return
-        retryable = status is None or status >= 500 or status == 429
+        retryable = not denied and (status is None or status >= 500 or status == 429)
         if retryable and delivery.attempts <= self.retries:
             stats.retries += 1
             delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (delivery.attempts - 1))
@@ -488,6 +699,50 @@ class WebhookSender:
             },
         )
         await self._record(delivery, events.FAILED, status=status, error=error, attempts=delivery.attempts)
+
+    async def _post(self, delivery: Delivery, headers: dict[str, str]) -> tuple[int, float]:
+        """One attempt: check the target, send to a checked address; (status, Retry-After seconds)."""
+        client = self._client
+        if client is None:
+            raise httpx.TransportError("webhooks are stopping")
+        target = target_of(delivery.url)
+        addresses = [target.address] if target.address is not None else await self._addresses(target)
+        url = httpx.URL(delivery.url)
+        extensions: dict[str, Any] = {}
+        if target.address is None:  # connect to the address, speak to the name
+            headers = {**headers, "Host": url.netloc.decode("ascii")}
+            if target.scheme == "https":
+                extensions["sni_hostname"] = target.host.removesuffix(".")
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                async with client.stream(
+                    "POST",
+                    url.copy_with(host=str(address)),
+                    content=delivery.body,
+                    headers=headers,
+                    extensions=extensions,
+                ) as response:  # the body is never read: a receiver cannot flood us
+                    return response.status_code, _retry_after_s(response.headers.get("Retry-After"))
+            except httpx.ConnectError as exc:  # that address is down: the next one, if there is one
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def _addresses(self, target: Target) -> list[IpAddress]:
+        """Every address the host resolves to, each of them allowed (else TargetNotAllowed)."""
+        try:
+            addresses = list(await self._resolver(target.host, target.port))
+        except OSError as exc:
+            raise httpx.ConnectError(f"could not resolve {target.host}: {exc}") from None
+        if not addresses:
+            raise httpx.ConnectError(f"could not resolve {target.host}")
+        denied = [a for a in addresses if not address_allowed(a, self.allow)]
+        if denied:
+            raise TargetNotAllowed(
+                f"{target.host} resolves to {', '.join(map(str, denied))}, not a public address"
+            )
+        return addresses
 
     def _retry_later(self, delivery: Delivery, delay_s: float) -> None:
         async def wait() -> None:

@@ -21,6 +21,7 @@ from voxgate.service.webhooks import (
     TIMESTAMP_HEADER,
     DeliveryStats,
     Webhooks,
+    check_target,
     check_url,
     redact,
 )
@@ -241,6 +242,12 @@ Callbacks are `POST`s of JSON to `webhook`, signed with the `secret` of this rep
 
 Enroll and verify subscriptions end with their stream. A subscription whose previous callback is still being
 delivered skips a tick.
+
+Callbacks go to public addresses only (unless the operator allows a network with
+`VOXGATE_WEBHOOK_ALLOW_NETWORKS`): a URL with a user name or password, a numeric host that is not a dotted quad
+or an IPv6 literal, or a literal private, loopback, link-local, multicast or reserved address is refused here
+(400); a host name is resolved and checked at every delivery, and one that resolves to such an address fails
+for good (a `webhook` event `failed`, "target not allowed").
 """
 
 # -- endpoints -----------------------------------------------------------------------------------------
@@ -255,6 +262,11 @@ delivered skips a tick.
     + CALLBACKS_DOC,
     dependencies=[Unlocked],
     responses={
+        400: error_response(
+            "The webhook's target is not allowed: userinfo, a non-canonical numeric host, or a literal "
+            "address that is not public.",
+            "the webhook URL's address 127.0.0.1 is not a public address (...)",
+        ),
         401: UNAUTHORIZED,
         404: error_response(
             "`enroll`/`verify`: no running stream with that uuid.",
@@ -294,6 +306,7 @@ delivered skips a tick.
     },
 )
 async def subscribe(body: SubscriptionRequest, user: User, runtime: RuntimeDep) -> SubscriptionCreated:
+    check_target(body.webhook, runtime.settings.webhook_allowed_networks)  # TargetNotAllowed: 400
     channel = body.channel_uuid
     if body.type != "streams":
         channel = runtime.streams.get(channel).uuid  # live here, and in its canonical form
