@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from voxgate.settings import Settings, describe_errors, get_settings
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
     from voxgate.biometrics.engine import SpeechAnalysis
@@ -208,7 +209,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     }
     if certfile is not None:
         options.update(ssl_certfile=str(certfile), ssl_keyfile=str(keyfile))
-    asyncio.run(_serve_ports(app, ports, options, "https" if certfile else "http"))
+    metrics = None
+    if settings.metrics_port is not None:  # plain HTTP, GET /metrics only (docs/monitoring.md)
+        from voxgate.api.app import create_metrics_app
+
+        metrics = uvicorn.Config(
+            create_metrics_app(app),
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            lifespan="off",
+            log_level=settings.log_level,
+            log_config=options["log_config"],
+            access_log=False,
+        )
+    asyncio.run(_serve_ports(app, ports, options, "https" if certfile else "http", metrics))
     return 0
 
 
@@ -228,11 +242,18 @@ def _tune_interpreter() -> None:
     gc.set_threshold(5000, 20, 100)
 
 
-async def _serve_ports(app: FastAPI, ports: list[int], options: dict[str, Any], scheme: str) -> None:
+async def _serve_ports(
+    app: FastAPI,
+    ports: list[int],
+    options: dict[str, Any],
+    scheme: str,
+    metrics: uvicorn.Config | None = None,
+) -> None:
     """One app on one or more ports (VOXGATE_WS_PORT) in one process. The servers run with lifespan off
     and the app's lifespan runs once around them: one store, one stream registry, one inference engine.
     Once every port is bound, each is printed on stderr (`voxgate: listening on http://127.0.0.1:8000`):
-    with port 0 that is how a caller learns which port the system chose."""
+    with port 0 that is how a caller learns which port the system chose. ``metrics`` is the metrics
+    listener, printed as `voxgate: metrics on http://127.0.0.1:9464/metrics`."""
     import contextlib
     import signal
 
@@ -244,6 +265,9 @@ async def _serve_ports(app: FastAPI, ports: list[int], options: dict[str, Any], 
             yield
 
     servers = [Server(uvicorn.Config(app, port=port, lifespan="off", **options)) for port in ports]
+    metrics_server = Server(metrics) if metrics is not None else None
+    if metrics_server is not None:
+        servers.append(metrics_server)
 
     def stop(sig: int) -> None:
         for server in servers:
@@ -260,6 +284,9 @@ async def _serve_ports(app: FastAPI, ports: list[int], options: dict[str, Any], 
                 for sock in listener.sockets:
                     host, port = sock.getsockname()[:2]
                     shown = f"[{host}]" if ":" in host else host
+                    if server is metrics_server:
+                        print(f"voxgate: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+                        continue
                     print(f"voxgate: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
 
     async with app.router.lifespan_context(app):

@@ -97,6 +97,19 @@ class Settings(BaseSettings):
     ws_ping_interval_s: float = Field(
         default=5.0, gt=0, description="The WebSocket door sends each connection a ping this often."
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the metrics listener: `GET /metrics` in the Prometheus text format, no token, "
+        "nothing else on it (0: a free port, printed at start); unset: no metrics listener.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the metrics listener binds to: loopback by default; an internal address for a "
+        "Prometheus on another host (never one the public reaches: the port has no token).",
+    )
 
     # audio limits
     max_audio_bytes: int = Field(
@@ -312,6 +325,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"the TLS file {path} does not exist")
         if self.ws_port is not None and self.ws_port == self.port:
             raise ValueError("VOXGATE_WS_PORT must differ from VOXGATE_PORT (or be unset)")
+        if self.metrics_port and self.metrics_port in (self.port, self.ws_port):
+            raise ValueError("VOXGATE_METRICS_PORT must differ from VOXGATE_PORT and VOXGATE_WS_PORT")
         return self
 
     @property

@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 from voxgate import __version__
 from voxgate.api import errors
 from voxgate.api.limits import OVERHEAD_BYTES, Limits, RequestLimits
-from voxgate.api.routers import ROUTERS, websocket
+from voxgate.api.monitoring import RequestMetrics
+from voxgate.api.routers import ROUTERS, metrics, websocket
 from voxgate.api.websocket.connection import WebSocketDoor
 from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings, get_settings
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestLimits, limits=body_limits(settings))
+    app.add_middleware(RequestMetrics)  # outermost: counts what the limits refuse too
     for router in ROUTERS:
         app.include_router(router)
 
@@ -84,3 +86,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Health(status="ok", version=__version__, store=runtime.store.engine.dialect.name)
 
     return app
+
+
+def create_metrics_app(app: FastAPI) -> FastAPI:
+    """The metrics listener's app (``VOXGATE_METRICS_PORT``): ``GET /metrics`` and nothing else, no token.
+
+    It reads the runtime of ``app`` (they share ``state``), whose lifespan starts and stops it: this app has
+    no lifespan and no API routes, so the metrics port never exposes the API, wherever it listens."""
+    metrics_app = FastAPI(title="voxgate metrics", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics_app.state = app.state
+    metrics_app.include_router(metrics.router)
+    return metrics_app

@@ -30,6 +30,7 @@ from voxgate.errors import (
     VoiceprintExists,
     VoiceprintNotFound,
 )
+from voxgate.service import metrics
 from voxgate.store import events, voiceprints
 from voxgate.store.db import DbSessions
 from voxgate.streams import StreamSession
@@ -126,6 +127,7 @@ async def enroll_stream(
             done = outcome(EXISTS, voiceprint.speech_s, message=exc.message)
         else:
             done = outcome(CREATED, voiceprint.speech_s, model=model_name(voiceprint))
+    metrics.enrolled("stream", done.result)
     if record:
         await record_enroll(sessions, done)
     return done
@@ -249,6 +251,7 @@ async def enroll_recordings(
                     f"{limits.max_duration_s - budget_s:.1f} s"
                 ) from exc
             budget_s -= speech.duration_s
+            metrics.recording_speech(speech.speech_s)
             parts.append(voiceprint)
             heard.append(speech)
         if not parts:
@@ -257,6 +260,7 @@ async def enroll_recordings(
         source = {"type": "recordings", "files": [r.filename for r in heard]}
         await voiceprints.add(sessions, external_id, combined, source, replace=overwrite)
     except (AudioError, InsufficientSpeech, VoiceprintExists, ModelError) as exc:
+        metrics.enrolled("recordings", "failed")
         await events.record(
             sessions,
             events.IMPORT,
@@ -267,6 +271,7 @@ async def enroll_recordings(
         )
         raise
     done = RecordingsEnrolled(external_id, combined, heard, replaced=overwrite)
+    metrics.enrolled("recordings", "created")
     await events.record(
         sessions,
         events.IMPORT,

@@ -11,6 +11,7 @@ Start order (stop is the reverse)::
       ─► maintenance flag, shipped profiles, account ─► event purge ─► biometrics (models)
       ─► inference engine + stream registry ─► PBX instances (their calls are streams)
       ─► webhooks (listen to stream starts and stops)
+      ─► metrics publisher (only in multi-process mode, see voxgate.service.metrics)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import ParamSpec, TypeVar
 
 from voxgate.biometrics.engine import Biometrics
 from voxgate.errors import ModelError, ModelNotPrepared, NotRunning, ProfileError
-from voxgate.service import accounts, housekeeping, keys, models, telephony
+from voxgate.service import accounts, housekeeping, keys, metrics, models, telephony
 from voxgate.service.throttle import LoginThrottle
 from voxgate.service.webhooks import Webhooks, WebhookSender
 from voxgate.settings import Settings
@@ -57,6 +58,7 @@ class Runtime:
         self.webhooks: Webhooks | None = None
         self._store: Store | None = None
         self.purge_task: asyncio.Task[None] | None = None
+        self.metrics_task: asyncio.Task[None] | None = None  # multi-process mode only
 
     # -- the parts, for the doors ---------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class Runtime:
         files.private_dir(settings.data_dir)
         files.private_file(accounts.reset_secret_path(settings))
         self._store = store = await Store(settings.resolved_database_url).open()
+        metrics.watch_store(store.engine)
         sessions = store.sessions
         store.use_keyring(await keys.unlock(sessions, settings))  # SecretKeyError: refuse to start
 
@@ -143,7 +146,9 @@ class Runtime:
 
         engine = None
         if self.biometrics is not None:
-            engine = InferenceEngine(self.biometrics, max_backlog_s=settings.stream_max_backlog_s)
+            engine = InferenceEngine(
+                self.biometrics, max_backlog_s=settings.stream_max_backlog_s, meter=metrics.ENGINE_METER
+            )
             engine.start()
         registry = StreamRegistry(
             self.biometrics,
@@ -159,7 +164,9 @@ class Runtime:
         self.registry = registry
 
         self.pbx_instances = PbxInstances(
-            registry, AgentOptions(rtp_timeout_s=settings.rtp_timeout_s), admit=lambda: not self.locked
+            registry,
+            AgentOptions(rtp_timeout_s=settings.rtp_timeout_s, on_call=metrics.sip_call),
+            admit=lambda: not self.locked,
         )
         await telephony.start_stored(self.pbx_instances, await pbx_store.list_all(sessions), settings)
 
@@ -169,8 +176,16 @@ class Runtime:
         self.webhooks.attach(registry)
         self.webhooks.start()
 
+        if metrics.MULTIPROCESS:
+            self.metrics_task = asyncio.create_task(metrics.publish_forever(self), name="voxgate-metrics")
+
     async def stop(self) -> None:
         """Stop every part that runs, in reverse order; safe to call twice."""
+        publisher, self.metrics_task = self.metrics_task, None
+        if publisher is not None:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
         webhooks, self.webhooks = self.webhooks, None
         if webhooks is not None:
             await webhooks.stop(drain_s=min(WEBHOOK_DRAIN_S, self.settings.webhook_timeout_s))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from voxgate.biometrics.profile import Verdict
 from voxgate.errors import InsufficientSpeech, VoiceprintNotFound
+from voxgate.service import metrics
 from voxgate.store import events, profiles, voiceprints
 from voxgate.store.db import DbSessions
 from voxgate.streams import StreamSession
@@ -94,6 +95,7 @@ async def verify_stream(
                 profile_hash=profile.content_hash,
             )
             stream.last_verdict, stream.last_score = scored.verdict.value, round(scored.llr, 4)
+    metrics.verified(done.result)
     if record:
         record_verify(sessions, done)
     return done

@@ -67,6 +67,7 @@ import httpx
 
 from voxgate import __version__
 from voxgate.errors import VoxgateError
+from voxgate.service import metrics
 from voxgate.service.enrollment import (
     CREATED,
     EXISTS,
@@ -596,6 +597,7 @@ class WebhookSender:
     def _dropped(self, delivery: Delivery) -> None:
         self._finished(delivery)
         self._stats_for(delivery).dropped += 1
+        metrics.webhook(delivery.kind, metrics.OUTCOMES_DROPPED)
         _, count = self._drops.get(delivery.subscription, (delivery, 0))
         self._drops[delivery.subscription] = (delivery, count + 1)
         log.warning(
@@ -638,6 +640,7 @@ class WebhookSender:
                 await self._attempt(delivery)
             except Exception:  # a worker must survive anything
                 log.exception("webhook delivery failed unexpectedly")
+                metrics.webhook(delivery.kind, metrics.OUTCOMES_FAILED)
                 self._finished(delivery)
             finally:
                 self._queue.task_done()
@@ -678,15 +681,18 @@ class WebhookSender:
         stats.last_status, stats.last_error = status, error
         if status is not None and 200 <= status < 300:
             stats.delivered += 1
+            metrics.webhook(delivery.kind, metrics.OUTCOMES_DELIVERED)
             self._finished(delivery)
             return
         retryable = not denied and (status is None or status >= 500 or status == 429)
         if retryable and delivery.attempts <= self.retries:
             stats.retries += 1
+            metrics.webhook(delivery.kind, metrics.OUTCOMES_RETRIED)
             delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (delivery.attempts - 1))
             self._retry_later(delivery, max(delay, retry_after_s))
             return
         stats.failed += 1
+        metrics.webhook(delivery.kind, metrics.OUTCOMES_FAILED)
         self._finished(delivery)
         log.warning(
             "webhook failed",

@@ -200,6 +200,12 @@ class _Writer:
 _writers: weakref.WeakKeyDictionary[DbSessions, _Writer] = weakref.WeakKeyDictionary()
 
 
+def queued(sessions: DbSessions) -> int:
+    """Events :func:`record_soon` queued that are not written yet (the monitoring gauge)."""
+    writer = _writers.get(sessions)
+    return 0 if writer is None else len(writer.rows)
+
+
 async def flush(sessions: DbSessions) -> None:
     """Wait until the events queued by :func:`record_soon` are written."""
     writer = _writers.get(sessions)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -64,6 +64,31 @@ class EngineStats:
         return self.vad_windows / self.vad_calls if self.vad_calls else 0.0
 
 
+class EngineMeter(Protocol):
+    """Who hears how the engine works (the server's metrics, :mod:`voxgate.service.metrics`). Called on the
+    worker thread, a few times per cycle: each call must be cheap and must not block."""
+
+    def cycle(self, seconds: float) -> None:
+        """One cycle's wall time (its work, not its wait)."""
+
+    def inference(self, model_id: str, seconds: float) -> None:
+        """Time spent in one model call (``vad`` or a speaker model)."""
+
+    def speech(self, seconds: float) -> None:
+        """Net speech embedded into streams' voiceprints."""
+
+
+class _Unheard:
+    def cycle(self, seconds: float) -> None:
+        pass
+
+    def inference(self, model_id: str, seconds: float) -> None:
+        pass
+
+    def speech(self, seconds: float) -> None:
+        pass
+
+
 class InferenceEngine:
     """Runs the analysis of every attached stream on one worker thread, batched across streams."""
 
@@ -75,6 +100,7 @@ class InferenceEngine:
         embed_batch: int = 1,
         max_backlog_s: float = MAX_BACKLOG_S,
         cycle_s: float = CYCLE_S,
+        meter: EngineMeter | None = None,
     ) -> None:
         if max_batch < 1 or embed_batch < 1 or max_backlog_s <= 0:
             raise ValueError("max_batch and embed_batch must be >= 1 and max_backlog_s > 0")
@@ -83,6 +109,7 @@ class InferenceEngine:
         self.embed_batch = embed_batch
         self.max_backlog_s = max_backlog_s
         self.cycle_s = cycle_s
+        self.meter: EngineMeter = meter or _Unheard()
         self._stopped = threading.Event()
         self.stats = EngineStats()
         self._inbox: deque[tuple[SpeechPipeline, FloatArray]] = deque()
@@ -161,6 +188,7 @@ class InferenceEngine:
             self.stats.cycles += 1
             spent = time.perf_counter() - started
             self.stats.busy_s += spent
+            self.meter.cycle(spent)
             if not self._windows and spent < self.cycle_s:
                 self._stopped.wait(self.cycle_s - spent)
 
@@ -213,7 +241,9 @@ class InferenceEngine:
             for start in range(0, len(active), self.max_batch):
                 batch = active[start : start + self.max_batch]
                 stacked = np.stack([window for _, window in batch])  # (batch, 512)
+                started = time.perf_counter()
                 probabilities = vad.step(stacked, [s.vad_state for s, _ in batch])
+                self.meter.inference("vad", time.perf_counter() - started)
                 self.stats.vad_calls += 1
                 self.stats.vad_windows += len(batch)
                 for (stream, window), probability in zip(batch, probabilities.tolist(), strict=True):
@@ -228,15 +258,16 @@ class InferenceEngine:
         models = self.biometrics.models
         for start in range(0, len(chunks), self.embed_batch):
             batch = chunks[start : start + self.embed_batch]
+            vectors: dict[str, FloatArray] = {}
             try:
-                vectors = {
-                    model_id: (
+                for model_id, model in models.items():
+                    started = time.perf_counter()
+                    vectors[model_id] = (
                         model.embed(batch[0][1])[None]
                         if len(batch) == 1
                         else model.embed_batch([speech for _, speech, _ in batch])
                     )
-                    for model_id, model in models.items()
-                }
+                    self.meter.inference(model_id, time.perf_counter() - started)
             except (VoxgateError, ValueError) as exc:  # a degenerate chunk: skip it, keep the streams
                 self.stats.chunk_errors += len(batch)
                 log.warning("stream chunks not embedded: %s", exc)
@@ -246,3 +277,4 @@ class InferenceEngine:
             for row, (stream, _, speech_s) in enumerate(batch):
                 stream.add_embeddings({m: v[row] for m, v in vectors.items()}, speech_s)
             self.stats.chunks += len(batch)
+            self.meter.speech(sum(speech_s for _, _, speech_s in batch))

@@ -107,6 +107,8 @@ class AgentOptions:
     retry_min_s: float = 2.0  # registration backoff after a failure, doubling up to retry_max_s
     retry_max_s: float = 300.0
     reorder_depth: int = 5
+    # hears each incoming call's final answer: (PBX instance id, SIP status: 200 answered, else rejected)
+    on_call: Callable[[str, int], None] | None = None
 
 
 @dataclass
@@ -628,6 +630,7 @@ class SipAgent(asyncio.DatagramProtocol):
         self, request: SipMessage, source: tuple[str, int], status: int, reason: str, warning: str = ""
     ) -> None:
         self.calls_rejected += 1
+        self._counted(status)
         extra = [("Warning", f'399 voxgate "{warning}"')] if warning else []
         self._respond(request, source, status, reason, extra=extra)
         log.info(
@@ -681,6 +684,7 @@ class SipAgent(asyncio.DatagramProtocol):
             dialog.answered = True
             dialog.last_rtp = time.monotonic()
             self.calls_answered += 1
+            self._counted(200)
             ok = self._ok_for_invite(dialog, request, body)
             destination = self._response_destination(request, source)
             self._remember((dialog.invite_branch, "INVITE"), ok, destination)
@@ -703,6 +707,10 @@ class SipAgent(asyncio.DatagramProtocol):
             self._invites.pop(dialog.invite_branch, None)
             if not dialog.answered:
                 await self._release(dialog, "call_cancelled")
+
+    def _counted(self, status: int) -> None:
+        if self.options.on_call is not None:
+            self.options.on_call(self.config.id, status)
 
     def _ok_for_invite(self, dialog: Dialog, request: SipMessage, body: bytes) -> bytes:
         response = response_to(
@@ -785,6 +793,7 @@ class SipAgent(asyncio.DatagramProtocol):
         dialog.cancelled = True
         self._respond(request, source, 200, "OK", to_tag=dialog.local_tag)
         self._respond(dialog.invite, source, 487, "Request Terminated", to_tag=dialog.local_tag)
+        self._counted(487)
         log.info("call cancelled before the answer", extra={"pbx": self.config.id, "callid": dialog.call_id})
 
     def _on_bye(self, request: SipMessage, source: tuple[str, int]) -> None:

@@ -21,6 +21,7 @@ shared with the webhooks and the CLI; these handlers only turn its outcomes into
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -32,7 +33,7 @@ from voxgate.api.deps import RuntimeDep, Unlocked, User
 from voxgate.api.errors import BadRequest, error_response
 from voxgate.api.schemas import LOCKED, UNAUTHORIZED, UUID_EXAMPLE
 from voxgate.errors import AudioTooLarge, VoiceprintExists, VoiceprintNotFound
-from voxgate.service import enrollment, verification
+from voxgate.service import enrollment, metrics, verification
 from voxgate.service.enrollment import ENROLL_CREATED, MAX_RECORDINGS, Recording, model_name
 from voxgate.store import events, voiceprints
 from voxgate.store.voiceprints import MAX_EXTERNAL_ID
@@ -229,20 +230,24 @@ async def enroll(
     responses={401: UNAUTHORIZED, 404: STREAM_OR_VOICEPRINT, 423: LOCKED, 503: NO_MODELS},
 )
 async def verify(body: StreamAction, user: User, runtime: RuntimeDep) -> VerifyResponse:
-    stream = runtime.streams.get(body.uuid)
-    outcome = await verification.verify_stream(runtime, stream, body.external_id)
-    if outcome.result == verification.VOICEPRINT_NOT_FOUND:
-        raise VoiceprintNotFound(outcome.message)
-    return VerifyResponse(
-        result=outcome.result,  # not found was raised above
-        score=None if outcome.score is None else round(outcome.score, 4),
-        speech_length=round(outcome.speech_s, 3),
-        required_speech_length=outcome.required_s,
-        detail=outcome.detail,
-        uuid=stream.uuid,
-        external_id=body.external_id,
-        profile=outcome.profile,
-    )
+    started = time.perf_counter()
+    try:
+        stream = runtime.streams.get(body.uuid)
+        outcome = await verification.verify_stream(runtime, stream, body.external_id)
+        if outcome.result == verification.VOICEPRINT_NOT_FOUND:
+            raise VoiceprintNotFound(outcome.message)
+        return VerifyResponse(
+            result=outcome.result,  # not found was raised above
+            score=None if outcome.score is None else round(outcome.score, 4),
+            speech_length=round(outcome.speech_s, 3),
+            required_speech_length=outcome.required_s,
+            detail=outcome.detail,
+            uuid=stream.uuid,
+            external_id=body.external_id,
+            profile=outcome.profile,
+        )
+    finally:  # every answer, errors (404) included
+        metrics.verify_latency(time.perf_counter() - started)
 
 
 # -- recordings ----------------------------------------------------------------------------------------
