@@ -73,7 +73,9 @@ async def test_a_stream_enrolled_and_verified_is_counted(
     got = await scrape(scraper)
     assert got[("voxgate_streams", (("state", "collecting"), ("type", "HTTP")))] == 1
 
-    response = await client.post(f"/api/v2/stream/HTTP/data/{stream}", content=pcm_8k("1998", slice(1, 2)), headers=auth)
+    response = await client.post(
+        f"/api/v2/stream/HTTP/data/{stream}", content=pcm_8k("1998", slice(1, 2)), headers=auth
+    )
     assert response.status_code == 200, response.text
     heard = response.json()["speech_length"]
     assert heard >= 3.0
@@ -81,10 +83,14 @@ async def test_a_stream_enrolled_and_verified_is_counted(
     assert response.status_code == 201, response.text
     response = await client.post("/api/v2/verify", json={"uuid": stream, "external_id": "m-1"}, headers=auth)
     assert response.json()["result"] == "verified", response.text
-    response = await client.post("/api/v2/verify", json={"uuid": stream, "external_id": "nobody"}, headers=auth)
+    response = await client.post(
+        "/api/v2/verify", json={"uuid": stream, "external_id": "nobody"}, headers=auth
+    )
     assert response.status_code == 404
 
-    assert value("voxgate_speech_analysed_seconds_total", source="stream") == pytest.approx(speech + heard, abs=0.01)
+    assert value("voxgate_speech_analysed_seconds_total", source="stream") == pytest.approx(
+        speech + heard, abs=0.01
+    )
     assert value("voxgate_engine_cycle_seconds_count") > cycles
     assert value("voxgate_inference_seconds_total", model="vad") > vad
     assert value("voxgate_enrollments_total", source="stream", result="created") == created + 1
@@ -97,7 +103,9 @@ async def test_a_stream_enrolled_and_verified_is_counted(
     assert got[("voxgate_streams", (("state", "ready"), ("type", "HTTP")))] == 1
     assert got[("voxgate_engine_running", ())] == 1
     speaker_models = [
-        labels[0][1] for name, labels in got if name == "voxgate_inference_seconds_total" and labels[0][1] != "vad"
+        labels[0][1]
+        for name, labels in got
+        if name == "voxgate_inference_seconds_total" and labels[0][1] != "vad"
     ]
     assert speaker_models, "each speaker model's time is counted"
     text = (await scraper.get("/metrics")).text
@@ -161,8 +169,8 @@ async def test_a_body_refused_before_routing_is_counted_under_its_route(
 ) -> None:
     labels = {"method": "POST", "route": "/rest-auth/login/", "status": "413"}
     before = value("voxgate_http_requests_total", **labels)
-    response = await client.post("/rest-auth/login/", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
+    response = await client.post(
+        "/rest-auth/login/", content=b"x" * (2 << 20), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert value("voxgate_http_requests_total", **labels) == before + 1
-
-

@@ -85,7 +85,12 @@ def runtime_with(tmp_path: Path, sessions: list[FakeSession], backlog_s: float =
     runtime.registry = cast(StreamRegistry, FakeRegistry(sessions, FakeEngine(backlog_s)))
     runtime.pbx_instances = cast(
         PbxInstances,
-        FakeInstances({"pbx-a": FakeAgent(FakeRegistration("registered")), "pbx-b": FakeAgent(FakeRegistration("failed"))}),
+        FakeInstances(
+            {
+                "pbx-a": FakeAgent(FakeRegistration("registered")),
+                "pbx-b": FakeAgent(FakeRegistration("failed")),
+            }
+        ),
     )
     return runtime
 
@@ -120,7 +125,10 @@ def test_state_is_read_at_scrape_time(tmp_path: Path) -> None:
     assert ("process_resident_memory_bytes", ()) in got and ("process_cpu_seconds_total", ()) in got
 
     sessions.pop(0)  # nothing to update: the next scrape sees the change
-    assert scraped(metrics.render(runtime))[("voxgate_streams", (("state", "collecting"), ("type", "HTTP")))] == 0
+    assert (
+        scraped(metrics.render(runtime))[("voxgate_streams", (("state", "collecting"), ("type", "HTTP")))]
+        == 0
+    )
 
 
 def test_a_runtime_that_is_not_running_still_scrapes(tmp_path: Path) -> None:
