@@ -170,6 +170,14 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(
         default=10.0, gt=0, description="A stream without audio this long closes."
     )
+    stream_first_audio_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="An HTTP or WebSocket stream that got no audio at all this long after it opened closes "
+        "(reason `no_audio`), so empty opens cannot hold the stream slots; at most the idle timeout "
+        "matters. SIP calls are bounded by VOXGATE_RTP_TIMEOUT_S instead.",
+    )
     stream_chunk_s: float = Field(
         default=3.0,
         ge=0.5,

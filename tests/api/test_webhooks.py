@@ -55,6 +55,7 @@ def settings(settings: Settings) -> Settings:
             "webhook_retries": 2,
             "webhook_backoff_s": 0.05,
             "stream_idle_timeout_s": 60.0,  # streams here wait for callbacks between their audio
+            "stream_first_audio_timeout_s": 60.0,  # ... and before it
             "webhook_allow_networks": LOOPBACK,  # the receiver is on loopback, denied by default
         }
     )

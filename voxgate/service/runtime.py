@@ -156,6 +156,7 @@ class Runtime:
             on_stop=self._stream_stopped,
             max_streams=settings.max_streams,
             idle_timeout_s=settings.stream_idle_timeout_s,
+            first_audio_timeout_s=settings.stream_first_audio_timeout_s,
             chunk_s=settings.stream_chunk_s,
             max_speech_s=settings.stream_max_speech_s,
             engine=engine,

@@ -1,4 +1,5 @@
-"""The live streams of this process: open, find, close; a capacity limit and an idle timeout.
+"""The live streams of this process: open, find, close; a capacity limit, an idle timeout and a
+first-audio timeout.
 
 The registry knows nothing of HTTP or of the store: doors open and feed streams through it, and whoever
 needs to know when streams start and stop (the event log, later webhooks) passes listeners.
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_STREAMS = 100  # defaults; the server passes VOXGATE_MAX_STREAMS and VOXGATE_STREAM_IDLE_TIMEOUT_S
 IDLE_TIMEOUT_S = 10.0
+NO_AUDIO = "no_audio"  # close reason of a stream that got no audio within the first-audio timeout
+# Streams a token holder opens: they must bring audio soon. A SIP call is answered for a configured PBX
+# and bounded by the call's own RTP timeout (a PBX may send no RTP while a prompt plays).
+FIRST_AUDIO_TYPES = frozenset({StreamType.HTTP, StreamType.WEBSOCKET})
 
 StartListener = Callable[[StreamSession], Awaitable[None]]
 StopListener = Callable[[StreamSession, str], Awaitable[None]]  # (session, reason)
@@ -55,17 +60,23 @@ class StreamRegistry:
         *,
         max_streams: int = MAX_STREAMS,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        first_audio_timeout_s: float | None = None,
         chunk_s: float = CHUNK_S,
         max_speech_s: float | None = None,
         engine: InferenceEngine | None = None,
         on_start: StartListener | None = None,
         on_stop: StopListener | None = None,
     ) -> None:
+        """``first_audio_timeout_s``: an HTTP or WebSocket stream that received no audio this long after
+        it opened closes (reason ``no_audio``); None: only the idle timeout."""
         if max_streams < 1 or idle_timeout_s <= 0:
             raise ValueError("max_streams must be >= 1 and idle_timeout_s > 0")
+        if first_audio_timeout_s is not None and first_audio_timeout_s <= 0:
+            raise ValueError("first_audio_timeout_s must be > 0 (or None)")
         self.biometrics = biometrics
         self.max_streams = max_streams
         self.idle_timeout_s = idle_timeout_s
+        self.first_audio_timeout_s = first_audio_timeout_s
         self.chunk_s = chunk_s
         self.max_speech_s = max_speech_s
         self.engine = engine  # None: streams embed inline in worker threads (tests, tools)
@@ -101,25 +112,44 @@ class StreamRegistry:
 
     async def _reap_idle(self) -> None:
         while True:
-            await asyncio.sleep(min(1.0, self.idle_timeout_s / 4))
+            await asyncio.sleep(min(1.0, self.idle_timeout_s / 4, (self.first_audio_timeout_s or 4.0) / 4))
             try:
                 await self.close_idle()
             except Exception:  # the reaper must survive anything a listener does
                 log.exception("closing idle streams failed")
 
     async def close_idle(self) -> list[str]:
-        """Close streams without audio for ``idle_timeout_s`` (never one in the middle of a push)."""
+        """Close streams without audio for ``idle_timeout_s``, and HTTP and WebSocket streams that got no
+        audio at all within ``first_audio_timeout_s`` of opening (never one in the middle of a push)."""
         now = time.monotonic()
-        idle = [
-            s.uuid
-            for s in self._streams.values()
-            if s.busy == 0 and not s.working and s.idle_s(now) > self.idle_timeout_s
-        ]
-        for stream_uuid in idle:
+        closing: dict[str, str] = {}
+        for s in self._streams.values():
+            if s.busy or s.working:
+                continue
+            if s.idle_s(now) > self.idle_timeout_s:
+                closing[s.uuid] = "idle_timeout"
+            elif self._silent_too_long(s, now):
+                closing[s.uuid] = NO_AUDIO
+        for stream_uuid, reason in closing.items():
             if stream_uuid in self._streams:
-                log.info("stream idle, closing", extra={"stream_uuid": stream_uuid})
-                await self.close(stream_uuid, "idle_timeout")
-        return idle
+                log.info(
+                    "stream idle, closing" if reason == "idle_timeout" else "stream got no audio, closing",
+                    extra={"stream_uuid": stream_uuid, "reason": reason},
+                )
+                await self.close(stream_uuid, reason)
+        return list(closing)
+
+    def _silent_too_long(self, session: StreamSession, now: float) -> bool:
+        """Opened by a token holder ``first_audio_timeout_s`` ago and not one sample received since. An
+        empty data request does not count as audio (it only touches the stream)."""
+        limit = self.first_audio_timeout_s
+        return (
+            limit is not None
+            and session.type in FIRST_AUDIO_TYPES
+            and now - session.started_monotonic > limit
+            and session.duration_s == 0
+            and session.backlog_s == 0
+        )
 
     # -- streams -------------------------------------------------------------------------------------
 
@@ -203,7 +233,8 @@ class StreamRegistry:
         return len(self._streams)
 
     async def close(self, stream_uuid: str, reason: str = "closed") -> StreamSession:
-        """Close one stream; listeners hear ``reason`` (``closed``, ``idle_timeout``, ``force_off``...)."""
+        """Close one stream; listeners hear ``reason`` (``closed``, ``idle_timeout``, ``no_audio``,
+        ``force_off``...)."""
         session = self.get(stream_uuid)
         del self._streams[session.uuid]
         session.close(reason)

@@ -230,7 +230,9 @@ def _info(session: StreamSession) -> StreamInfo:
     response_model=StreamOpened,
     summary="Open an HTTP stream",
     description="Opens a live stream for raw s16le mono audio at `frequency` Hz (default 8000). The body "
-    "is optional. A stream that receives no audio for 10 s closes by itself.",
+    "is optional. A stream that receives no audio within `VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S` (5 s) of "
+    "opening closes by itself (`no_audio`), and so does one that then receives none for "
+    "`VOXGATE_STREAM_IDLE_TIMEOUT_S` (10 s): send audio as soon as the stream is open.",
     dependencies=[Unlocked],
     responses={
         401: UNAUTHORIZED,
