@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +23,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from voxgate.service import metrics
 from voxgate.service.runtime import Runtime
+from voxgate.service.webhooks import Delivery, WebhookSender
 from voxgate.settings import Settings
+from voxgate.store.db import Store
 from voxgate.streams import StreamRegistry, StreamType
 from voxgate.telephony.instances import PbxInstances
 
@@ -195,6 +201,45 @@ async def test_store_errors_are_counted_by_class() -> None:
     finally:
         await engine.dispose()
     assert value("voxgate_store_errors_total", error="OperationalError") == before + 1
+
+
+@pytest.mark.asyncio
+async def test_webhook_outcomes_are_counted(tmp_path: Path) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    receiver = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = receiver.sockets[0].getsockname()[1]
+    store = await Store(f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}").open()
+    sender = WebhookSender(store.sessions, retries=0, allow=[ipaddress.ip_network("127.0.0.0/8")])
+    delivered = value("voxgate_webhook_deliveries_total", kind="enroll", outcome="delivered")
+    failed = value("voxgate_webhook_deliveries_total", kind="enroll", outcome="failed")
+    sender.start()
+    try:
+        sender.submit(Delivery("s-1", "enroll", f"http://127.0.0.1:{port}/hook", "secret", b"{}"))
+        sender.submit(Delivery("s-2", "enroll", f"http://127.0.0.1:{_closed_port()}/hook", "secret", b"{}"))
+        for _ in range(200):
+            if not (sender.busy("s-1") or sender.busy("s-2")):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await sender.stop()
+        receiver.close()
+        await receiver.wait_closed()
+        await store.close()
+    assert value("voxgate_webhook_deliveries_total", kind="enroll", outcome="delivered") == delivered + 1
+    assert value("voxgate_webhook_deliveries_total", kind="enroll", outcome="failed") == failed + 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # -- multi-process mode -------------------------------------------------------------------------------------

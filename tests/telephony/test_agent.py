@@ -149,6 +149,34 @@ async def test_no_capacity_is_busy_here(agent: SipAgent, phone: Phone, registry:
 
 
 @pytest.mark.asyncio
+async def test_each_call_s_final_answer_is_heard(proxy: peers.Kamailio, registry: FakeRegistry) -> None:
+    """``on_call`` (the server's ``voxgate_sip_calls_total``) hears every call once, with its final status."""
+    heard: list[tuple[str, int]] = []
+    agent = SipAgent(
+        pbx_config(proxy), registry, AgentOptions(on_call=lambda pbx, status: heard.append((pbx, status)))
+    )
+    await agent.start()
+    phone = Phone(agent)
+    try:
+        await wait_registered(agent)
+        registry.max_streams = 0
+        phone.send(phone.request("INVITE", body=OFFER.format(pts="0")))
+        assert (await phone.final()).status == 486
+        phone.send(phone.request("INVITE", body=OFFER.format(pts="18")))
+        assert (await phone.final()).status == 488
+        registry.max_streams = 10
+        invite = phone.request("INVITE", body=OFFER.format(pts="0"))
+        phone.send(invite)
+        assert (await phone.final()).status == 200
+        phone.send(invite)  # a retransmission is the same call
+        assert (await phone.final()).status == 200
+        assert heard == [("test-pbx", 486), ("test-pbx", 488), ("test-pbx", 200)]
+    finally:
+        phone.sock.close()
+        await agent.stop()
+
+
+@pytest.mark.asyncio
 async def test_a_retransmitted_invite_is_answered_once(
     agent: SipAgent, phone: Phone, registry: FakeRegistry
 ) -> None:
@@ -183,7 +211,9 @@ async def test_a_retransmitted_invite_is_answered_once(
 
 @pytest.mark.asyncio
 async def test_cancel_before_the_answer(proxy: peers.Kamailio, registry: FakeRegistry) -> None:
-    agent = SipAgent(pbx_config(proxy), registry, AgentOptions(answer_delay_s=1.0))
+    heard: list[tuple[str, int]] = []
+    options = AgentOptions(answer_delay_s=1.0, on_call=lambda pbx, status: heard.append((pbx, status)))
+    agent = SipAgent(pbx_config(proxy), registry, options)
     await agent.start()
     phone = Phone(agent)
     try:
@@ -206,6 +236,7 @@ async def test_cancel_before_the_answer(proxy: peers.Kamailio, registry: FakeReg
         await asyncio.sleep(1.5)  # the delayed answer must not happen
         assert not agent.dialogs and not agent.ports.in_use
         assert all(s.closed for s in registry.streams.values())
+        assert heard == [("test-pbx", 487)]
     finally:
         phone.sock.close()
         await agent.stop()
