@@ -146,22 +146,41 @@ def status_for(exc: errors.VoxgateError) -> int:
     return 400
 
 
+NO_ROUTE = "(no route)"
+
+
 async def _record_error(request: Request, status: int, detail: str) -> None:
-    """Every refused request is an event too (auth failures included), so operators can see them."""
+    """Every refused request is an event too (auth failures included), so operators can see them; folded
+    under load: at most one ``error`` event per (status, method, route template, client address) per
+    second, its ``count`` saying how many refusals it stands for (``voxgate.service.runtime.FoldedEvents``). A flood of 404s
+    costs one event a second, not one transaction per request, and every refusal is still counted."""
     from voxgate.store import events
 
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
         return
+    route = getattr(request.scope.get("route"), "path", None) or NO_ROUTE
+    client = request.client.host if request.client is not None else None
+    path, method = request.url.path, request.method
     try:
-        await events.record(
-            runtime.store.sessions,
-            events.ERROR,
-            str(status),
-            method=request.method,
-            path=request.url.path,
-            detail=detail,
-        )
+        refusals = runtime.refusals
+        if refusals is not None:
+            key = (status, method, route, client)
+            refusals.record(
+                key, str(status), method=method, path=path, route=route, client=client, detail=detail
+            )
+        else:  # the runtime is starting or stopping
+            await events.record(
+                runtime.store.sessions,
+                events.ERROR,
+                str(status),
+                method=method,
+                path=path,
+                route=route,
+                client=client,
+                detail=detail,
+                count=1,
+            )
     except Exception:  # an unwritable event log must not turn a 4xx into a 500
         log.exception("could not record an error event")
 
