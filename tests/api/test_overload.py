@@ -21,7 +21,8 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from voxgate.service.runtime import FoldedEvents, Runtime
+from voxgate.service.folding import FoldedEvents
+from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings
 from voxgate.store import events
 from voxgate.store.db import Store

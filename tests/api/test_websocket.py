@@ -37,6 +37,7 @@ PASSWORD = "websocket-door-password"  # the live_server fixture's admin password
 LIBRI = "librispeech_test_other"
 FRAME = 160  # 20 ms at 8 kHz, as Twilio sends it
 IDLE_S = 4.0  # VOXGATE_STREAM_IDLE_TIMEOUT_S
+FIRST_AUDIO_S = 3.0  # VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S
 PING_S = 0.2  # VOXGATE_WS_PING_INTERVAL_S
 MAX_STREAMS = 3
 TWILIO_CONNECTED = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
@@ -109,6 +110,7 @@ def server_env() -> Iterator[int]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VOXGATE_WS_PORT", str(ws_port))
         env.setenv("VOXGATE_STREAM_IDLE_TIMEOUT_S", str(IDLE_S))
+        env.setenv("VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S", str(FIRST_AUDIO_S))
         env.setenv("VOXGATE_MAX_STREAMS", str(MAX_STREAMS))
         env.setenv("VOXGATE_WS_PING_INTERVAL_S", str(PING_S))
         yield ws_port
@@ -623,6 +625,15 @@ async def test_idle_timeout_and_capacity(main: Server) -> None:
         assert (await c.stop(idle_sid))["status"] == 404
         stops = main.events(type="stream_stop", stream=idle_uuid)
         assert [e["outcome"] for e in stops] == ["idle_timeout"]
+
+        silent_sid, silent_uuid = sid(), new_uuid()  # a start and never any media
+        assert (await c.start(silent_sid, silent_uuid))["status"] == 201
+        began = time.monotonic()
+        never = await c.reply(timeout_s=IDLE_S + 5)
+        assert FIRST_AUDIO_S - 0.5 <= time.monotonic() - began < IDLE_S
+        assert without_detail(never) == reply(408, "media", silent_sid, silent_uuid)
+        assert f"no media within {FIRST_AUDIO_S:g} s" in never["detail"]
+        assert [e["outcome"] for e in main.events(type="stream_stop", stream=silent_uuid)] == ["no_audio"]
 
         running = [(sid(), new_uuid()) for _ in range(MAX_STREAMS)]
         for stream in running:

@@ -152,7 +152,7 @@ NO_ROUTE = "(no route)"
 async def _record_error(request: Request, status: int, detail: str) -> None:
     """Every refused request is an event too (auth failures included), so operators can see them; folded
     under load: at most one ``error`` event per (status, method, route template, client address) per
-    second, its ``count`` saying how many refusals it stands for (``voxgate.service.runtime.FoldedEvents``). A flood of 404s
+    second, its ``count`` saying how many refusals it stands for (``voxgate.service.folding.FoldedEvents``). A flood of 404s
     costs one event a second, not one transaction per request, and every refusal is still counted."""
     from voxgate.store import events
 

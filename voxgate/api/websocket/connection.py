@@ -50,6 +50,7 @@ FAILED = "error"  # close reason of a stream whose audio could not be fed
 # why a stream closed elsewhere (the registry's reason) → what its client hears: (status, event)
 CLOSE_REPLIES: dict[str, tuple[int, str]] = {
     "idle_timeout": (wire.TIMEOUT, "media"),
+    "no_audio": (wire.TIMEOUT, "media"),
     "force_off": (wire.MAINTENANCE, "stop"),
     "shutdown": (wire.UNAVAILABLE, "stop"),
 }
@@ -297,7 +298,10 @@ class Connection:
 
     def _closed_reply(self, sid: str, stream_uuid: str, reason: str) -> None:
         status, event = CLOSE_REPLIES.get(reason, (wire.STOPPED, "stop"))
-        if status == wire.TIMEOUT:
+        if reason == "no_audio":
+            first_s = self.runtime.settings.stream_first_audio_timeout_s
+            detail = f"no media within {first_s:g} s of the start"
+        elif status == wire.TIMEOUT:
             registry = self.runtime.registry
             idle_s = registry.idle_timeout_s if registry is not None else None
             detail = f"no media for {idle_s:g} s" if idle_s is not None else "no media"
