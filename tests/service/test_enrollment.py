@@ -52,6 +52,9 @@ async def _import(settings: Settings, files: list[Path]) -> None:
                 "/api/v2/import", data={"external_id": "cust-1"}, files=uploads, headers=auth
             )
             assert imported.status_code == 201, imported.text
+        engine = app.state.runtime.engine
+        assert engine is not None and engine.offline.done == len(files), "imports run on the offline worker"
+        assert engine.offline.thread_nice is None or engine.offline.thread_nice > 0, "at a lower priority"
 
 
 def test_cli_enroll_and_api_import_make_the_same_voiceprint(

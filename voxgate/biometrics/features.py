@@ -148,7 +148,10 @@ def campplus_log_mel(waveform: npt.ArrayLike) -> FloatArray:
     samples = _mono_float32(waveform)
     _require_samples(samples, CAMPPLUS_FRAME_LENGTH)
     extractor = knf.OnlineFbank(_kaldi_options())
-    extractor.accept_waveform(float(SAMPLE_RATE_HZ), samples)
+    # One second at a time: knf holds the GIL for the whole of one call (11 ms for 18 s of speech), which
+    # the event loop and the inference thread would wait for; the frames are the same.
+    for start in range(0, samples.size, SAMPLE_RATE_HZ):
+        extractor.accept_waveform(float(SAMPLE_RATE_HZ), samples[start : start + SAMPLE_RATE_HZ])
     extractor.input_finished()
     n_frames = extractor.num_frames_ready
     log_mel = np.empty((n_frames, N_MELS), dtype=np.float32)

@@ -94,8 +94,13 @@ class Runtime:
         return self.biometrics
 
     async def run_offline(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Blocking work on recordings (decode, VAD, embed), scheduled so that it cannot starve live calls."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """Blocking work on recordings (decode, VAD, embed): on the inference engine's offline worker (one
+        job at a time, lower OS priority), so a burst of imports cannot starve live calls. Without an engine
+        (the CLI's offline commands) there are no live calls to protect: a plain worker thread."""
+        engine = self.engine
+        if engine is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return await engine.offline.run(fn, *args, **kwargs)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -148,7 +153,10 @@ class Runtime:
         engine = None
         if self.biometrics is not None:
             engine = InferenceEngine(
-                self.biometrics, max_backlog_s=settings.stream_max_backlog_s, meter=metrics.ENGINE_METER
+                self.biometrics,
+                max_backlog_s=settings.stream_max_backlog_s,
+                meter=metrics.ENGINE_METER,
+                offline_nice=settings.offline_nice,
             )
             engine.start()
         registry = StreamRegistry(

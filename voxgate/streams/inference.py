@@ -32,6 +32,7 @@ import numpy as np
 from voxgate.audio.types import FloatArray
 from voxgate.audio.vad import WINDOW_S
 from voxgate.errors import VoxgateError
+from voxgate.streams.offline import DEFAULT_NICE, OfflineWorker
 from voxgate.streams.stages import MAX_BACKLOG_S, SpeechPipeline
 
 if TYPE_CHECKING:
@@ -101,10 +102,14 @@ class InferenceEngine:
         max_backlog_s: float = MAX_BACKLOG_S,
         cycle_s: float = CYCLE_S,
         meter: EngineMeter | None = None,
+        offline_nice: int = DEFAULT_NICE,
     ) -> None:
         if max_batch < 1 or embed_batch < 1 or max_backlog_s <= 0:
             raise ValueError("max_batch and embed_batch must be >= 1 and max_backlog_s > 0")
         self.biometrics = biometrics
+        # Recordings (imports) are the engine's offline work: one job at a time on one low-priority thread,
+        # so a burst of imports takes the CPU live calls leave (bench/README.md, "Imports beside live calls").
+        self.offline = OfflineWorker(nice=offline_nice)
         self.max_batch = max_batch
         self.embed_batch = embed_batch
         self.max_backlog_s = max_backlog_s
@@ -129,6 +134,7 @@ class InferenceEngine:
             self._started = time.monotonic()
             self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
             self._thread.start()
+            self.offline.start()
 
     def stop(self) -> None:
         """Stop the worker after its current cycle; queued audio is dropped (streams are closing)."""
@@ -138,6 +144,7 @@ class InferenceEngine:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        self.offline.stop()  # waits up to 30 s for a running import; waiting ones fail with NotRunning
 
     @property
     def uptime_s(self) -> float:

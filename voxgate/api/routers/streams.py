@@ -165,6 +165,13 @@ class EngineStatus(BaseModel):
     )
     chunks: int = Field(description="Speech chunks embedded since start.", examples=[1234])
     mean_vad_batch: float = Field(description="Streams advanced per VAD call, on average.", examples=[23.5])
+    imports_waiting: int = Field(
+        default=0,
+        description="Recordings waiting for the offline worker (imports run one at a time, at lower OS "
+        "priority than live streams).",
+        examples=[0],
+    )
+    imports_done: int = Field(default=0, description="Recordings the offline worker processed since start.")
 
 
 class Status(BaseModel):
@@ -400,4 +407,6 @@ def _engine_status(engine: InferenceEngine | None) -> EngineStatus | None:
         busy=round(stats.busy_s / max(engine.uptime_s, 1e-9), 4),
         chunks=stats.chunks,
         mean_vad_batch=round(stats.mean_vad_batch, 2),
+        imports_waiting=engine.offline.queued,
+        imports_done=engine.offline.done,
     )
