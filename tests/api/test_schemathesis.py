@@ -38,6 +38,7 @@ def test_no_server_errors_and_schema_conformance(live_server: str, token: str) -
     headers = {"Authorization": f"Token {token}"}
     failures: list[str] = []
     operations = 0
+    requests = 0
     for result in schema.get_all_operations():
         if isinstance(result, Err):  # an operation the schema describes so badly it cannot be generated
             failures.append(f"schema: {result.err()}")
@@ -54,6 +55,8 @@ def test_no_server_errors_and_schema_conformance(live_server: str, token: str) -
             derandomize=not os.environ.get("VOXGATE_SCHEMATHESIS_RANDOM"),
         )
         def exercise(case: schemathesis.Case[Any]) -> None:
+            nonlocal requests
+            requests += 1
             case.call_and_validate(
                 headers=headers, checks=[not_a_server_error, response_schema_conformance], timeout=30
             )
@@ -62,5 +65,6 @@ def test_no_server_errors_and_schema_conformance(live_server: str, token: str) -
             exercise()
         except Exception as exc:
             failures.append(f"{operation.label}: {str(exc)[:1500]}")
+    print(f"schemathesis: {requests} requests over {operations} operations, {len(failures)} failing")
     assert operations > 20, "the schema lists the API's operations"
     assert not failures, "\n\n".join(failures)
