@@ -39,7 +39,7 @@ def token(server_env: None, live_server: str) -> str:
     return str(response.json()["key"])
 
 
-def test_no_server_errors_and_schema_conformance(live_server: str, token: str) -> None:
+def test_no_server_errors_and_schema_conformance(server_env: None, live_server: str, token: str) -> None:
     """Every operation, a few generated requests each; all failures are collected, then reported together.
 
     (schemathesis' own pytest plugin does not run on this pytest, so operations are driven directly.)
