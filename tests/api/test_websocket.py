@@ -630,7 +630,7 @@ async def test_idle_timeout_and_capacity(main: Server) -> None:
         assert (await c.start(silent_sid, silent_uuid))["status"] == 201
         began = time.monotonic()
         never = await c.reply(timeout_s=IDLE_S + 5)
-        assert FIRST_AUDIO_S - 0.5 <= time.monotonic() - began < IDLE_S
+        assert time.monotonic() - began >= FIRST_AUDIO_S - 0.5  # which timeout fired: the stop event says
         assert without_detail(never) == reply(408, "media", silent_sid, silent_uuid)
         assert f"no media within {FIRST_AUDIO_S:g} s" in never["detail"]
         assert [e["outcome"] for e in main.events(type="stream_stop", stream=silent_uuid)] == ["no_audio"]
