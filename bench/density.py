@@ -271,14 +271,19 @@ async def run_call(call: CallRecord, port: int, token: str, t0: float, stop_at: 
         finally:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await ws.send(
-                    json.dumps({"event": "stop", "sequenceNumber": str(n_frames + 2), "streamSid": sid})
-                )
-                await asyncio.sleep(0.2)
-            drain.cancel()
-            await asyncio.gather(drain, return_exceptions=True)
+            await end_call(ws, sid, n_frames, drain)
             call.ended = time.monotonic() - t0
+
+
+async def end_call(
+    ws: websockets.ClientConnection, sid: str, n_frames: int, drain: asyncio.Task[None]
+) -> None:
+    """The end of a call: a `stop` if the server still listens, 0.2 s for its answer, then stop reading."""
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await ws.send(json.dumps({"event": "stop", "sequenceNumber": str(n_frames + 2), "streamSid": sid}))
+        await asyncio.sleep(0.2)
+    drain.cancel()
+    await asyncio.gather(drain, return_exceptions=True)
 
 
 async def _send_frames(

@@ -36,7 +36,7 @@ import numpy as np
 import websockets
 
 # helpers shared with the density benchmark: speech loading, call building, the server handle, raw HTTP
-from density import FRAME, RawHttp, Server, Speaker, build_call, free_port, load_speakers, wav_ulaw
+from density import FRAME, RawHttp, Server, Speaker, build_call, end_call, free_port, load_speakers, wav_ulaw
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "import-bench-1"
@@ -260,13 +260,7 @@ async def call(load: Load, port: int, token: str, audio: bytes, claimed: str) ->
         finally:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await ws.send(
-                    json.dumps({"event": "stop", "sequenceNumber": str(n_frames + 2), "streamSid": sid})
-                )
-                await asyncio.sleep(0.2)
-            drain.cancel()
-            await asyncio.gather(drain, return_exceptions=True)
+            await end_call(ws, sid, n_frames, drain)
             if closed:
                 load.failures.add("call dropped", closed[0], load.now())
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import math
 import os
@@ -41,7 +40,7 @@ import websockets
 
 # helpers shared with the density and import benchmarks: speech, calls, the server, raw keep-alive HTTP,
 # the load's bookkeeping (failures, status samples every second) and enrollment
-from density import FRAME, RawHttp, Server, Speaker, build_call, load_speakers, wav_ulaw
+from density import FRAME, RawHttp, Server, Speaker, build_call, end_call, load_speakers, wav_ulaw
 from import_load import PASSWORD, Load, _drain, enroll, monitor, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,13 +126,7 @@ async def feed(load: Load, port: int, token: str, stream: Stream, delay: float) 
         except websockets.ConnectionClosed as exc:
             closed.append(str(exc))
         finally:
-            with contextlib.suppress(websockets.ConnectionClosed):
-                await ws.send(
-                    json.dumps({"event": "stop", "sequenceNumber": str(n_frames + 2), "streamSid": sid})
-                )
-                await asyncio.sleep(0.2)
-            drain.cancel()
-            await asyncio.gather(drain, return_exceptions=True)
+            await end_call(ws, sid, n_frames, drain)
             if closed:
                 load.failures.add("call dropped", closed[0], load.now())
 
