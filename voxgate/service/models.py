@@ -25,14 +25,8 @@ def engine_model_ids(settings: Settings) -> tuple[str, ...]:
     """Every model a shipped profile (or the configured one) scores with, so that any of them can score
     voiceprints made here: embeddings are made once, with all of these. ``VOXGATE_MODELS`` narrows them
     (a faster live engine; profiles needing another model then cannot score)."""
-    if settings.models:
-        chosen = tuple(dict.fromkeys(m.strip() for m in settings.models.split(",") if m.strip()))
-        unknown = [m for m in chosen if m not in MODEL_IDS]
-        if unknown or not chosen:
-            raise ProfileError(
-                f"VOXGATE_MODELS names unknown models {unknown}; known: {', '.join(MODEL_IDS)}"
-            )
-        return chosen
+    if settings.models:  # known ids, without repeats: checked and normalised by Settings at start
+        return tuple(settings.models.split(","))
     ids: list[str] = []
     for spec, rate_hz in (
         ("wideband", 16000),
