@@ -107,6 +107,7 @@ async def enroll_stream(
             result, DETAILS[result], stream.uuid, external_id, speech_s, required_s, model, message
         )
 
+    await stream.settle()  # a settled tail joins the voiceprint first (once; free when none is due)
     try:
         voiceprint = stream.voiceprint(required_s, "an enrollment")
     except InsufficientSpeech as exc:

@@ -1,7 +1,9 @@
 """Verification on a live stream: the one copy behind ``POST /api/v2/verify`` and the verify webhook.
 
 The stream's voiceprint so far is scored against the stored one with the active calibration profile: a
-dot product and a calibration, never a forward pass, so it is cheap enough to poll twice a second.
+dot product and a calibration, never a forward pass, so it is cheap enough to poll twice a second. Only
+speech that has not filled a chunk yet and after which the speaker paused (the settled tail) is embedded
+first, once: a poll with no new settled tail costs no forward pass.
 Outcomes carry Voice Verify's words, never an HTTP status.
 
 Outcomes: ``verified`` / ``not_sure`` / ``not_verified`` with a score, ``not_enough_speech`` without one,
@@ -74,6 +76,7 @@ async def verify_stream(
             message=exc.message,
         )
     else:
+        await stream.settle()  # a settled tail joins the voiceprint first (once; free when none is due)
         try:
             test = stream.voiceprint(required_s, "a verification")
         except InsufficientSpeech as exc:

@@ -4,7 +4,11 @@ Doors only queue audio (:meth:`InferenceEngine.submit` costs an append); one wor
 everything queued, runs each stream's stages in order (:meth:`SpeechPipeline.accept` → VAD →
 :meth:`SpeechPipeline.gate` → embedding → :meth:`SpeechPipeline.add_embeddings`) and never holds the
 event loop. The engine sees only each stream's :class:`~voxgate.streams.stages.SpeechPipeline`, never
-its session: a session is handed :meth:`InferenceEngine.submit` as its ``submit`` callable. Measured on this project's CPU (one onnxruntime thread, ``bench/README.md``):
+its session: a session is handed :meth:`InferenceEngine.submit` as its ``submit`` callable, and
+:meth:`InferenceEngine.settle` as its ``settle``: a reader that needs the voiceprint now (verify,
+enroll) asks the worker to cut and embed the stream's settled tail (the pending speech after the
+speaker paused, :meth:`SpeechPipeline.take_tail`) with the chunks of its next cycle, once. Measured on
+this project's CPU (one onnxruntime thread, ``bench/README.md``):
 
 - Silero VAD is stateful per stream but batches across streams: one call for 32 streams' windows costs
   129 µs per window instead of 426 µs alone, so the worker advances all streams a window at a time.
@@ -20,10 +24,12 @@ Overload is visible, never silent: :attr:`InferenceEngine.backlog_s` (and each s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -58,6 +64,7 @@ class EngineStats:
     vad_windows: int = 0
     chunks: int = 0
     chunk_errors: int = 0
+    tails: int = 0  # settled tails embedded on demand (also counted in chunks)
     busy_s: float = 0.0  # wall time the worker spent working (not waiting)
 
     @property
@@ -90,6 +97,14 @@ class _Unheard:
         pass
 
 
+@dataclass
+class _TailRequest:
+    """Settles of one stream waiting for the worker (one request however many settles wait on it)."""
+
+    force: bool
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+
+
 class InferenceEngine:
     """Runs the analysis of every attached stream on one worker thread, batched across streams."""
 
@@ -115,11 +130,14 @@ class InferenceEngine:
         self.max_backlog_s = max_backlog_s
         self.cycle_s = cycle_s
         self.meter: EngineMeter = meter or _Unheard()
-        self._stopped = threading.Event()
         self.stats = EngineStats()
         self._inbox: deque[tuple[SpeechPipeline, FloatArray]] = deque()
         self._windows: dict[SpeechPipeline, FloatArray] = {}  # accepted, not yet through VAD
         self._wake = threading.Event()
+        # set by a settle (and by stop): the worker does not wait out cycle_s while a tail is asked for
+        self._hurry = threading.Event()
+        self._tails_lock = threading.Lock()
+        self._tail_requests: dict[SpeechPipeline, _TailRequest] = {}
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._queued_s = 0.0  # audio in the inbox, seconds (approximate across threads; for display)
@@ -130,7 +148,7 @@ class InferenceEngine:
     def start(self) -> None:
         if self._thread is None:
             self._stopping = False
-            self._stopped.clear()
+            self._hurry.clear()
             self._started = time.monotonic()
             self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
             self._thread.start()
@@ -139,11 +157,15 @@ class InferenceEngine:
     def stop(self) -> None:
         """Stop the worker after its current cycle; queued audio is dropped (streams are closing)."""
         self._stopping = True
-        self._stopped.set()
         self._wake.set()
+        self._hurry.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        with self._tails_lock:  # nobody waits on a stopped engine
+            requests = list(self._tail_requests.values())
+            self._tail_requests.clear()
+        self._complete(requests)
         self.offline.stop()  # waits up to 30 s for a running import; waiting ones fail with NotRunning
 
     @property
@@ -179,11 +201,35 @@ class InferenceEngine:
         self._inbox.append((stream, samples))
         self._wake.set()
 
+    async def settle(self, stream: SpeechPipeline, *, force: bool = False, timeout_s: float = 2.0) -> None:
+        """Have the stream's settled tail (:meth:`SpeechPipeline.tail_due`) embedded, once: returns when
+        the worker has taken the audio submitted so far through VAD, cut the tail due then (if any) and
+        embedded it with its cycle's chunks; after ``timeout_s`` at most (the caller reads what is there).
+        Costs no round trip when nothing is due and nothing of the stream is being analysed. Concurrent
+        settles of one stream share one request. A session's ``settle``
+        (:class:`voxgate.streams.stages.Settle`)."""
+        if not self.running or self._stopping or stream.closed:
+            return
+        if not stream.working and not stream.tail_due(force):
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._tails_lock:
+            request = self._tail_requests.get(stream)
+            if request is None:
+                self._tail_requests[stream] = _TailRequest(force, [(loop, future)])
+            else:
+                request.force = request.force or force
+                request.waiters.append((loop, future))
+        self._wake.set()
+        self._hurry.set()
+        await asyncio.wait({future}, timeout=timeout_s)
+
     # -- the worker ----------------------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stopping:
-            if not self._inbox and not self._windows:
+            if not self._inbox and not self._windows and not self._tail_requests:
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
                 continue
@@ -196,13 +242,55 @@ class InferenceEngine:
             spent = time.perf_counter() - started
             self.stats.busy_s += spent
             self.meter.cycle(spent)
-            if not self._windows and spent < self.cycle_s:
-                self._stopped.wait(self.cycle_s - spent)
+            if not self._windows and not self._tail_requests and spent < self.cycle_s:
+                self._hurry.wait(self.cycle_s - spent)  # a settle (or stop) cuts the wait short
+            self._hurry.clear()
 
     def _cycle(self) -> None:
         self._take_inbox()
         chunks = self._vad_turn()
-        self._embed(chunks)
+        answered, tails = self._take_tails()
+        try:
+            self._embed(chunks, tails)
+        finally:
+            self._complete(answered)
+
+    def _take_tails(self) -> tuple[list[_TailRequest], list[tuple[SpeechPipeline, FloatArray, float]]]:
+        """The tail requests whose stream has no audio left before VAD (nothing in the inbox, no windows
+        waiting), and the tails they cut; a request of a stream with audio still waiting stays for the
+        next cycle, so a settle after the last audio includes that audio."""
+        answered: list[_TailRequest] = []
+        tails: list[tuple[SpeechPipeline, FloatArray, float]] = []
+        with self._tails_lock:
+            if not self._tail_requests:
+                return answered, tails
+            ready = [
+                (stream, request)
+                for stream, request in self._tail_requests.items()
+                if stream.closed or (stream.backlog_s == 0 and stream not in self._windows)
+            ]
+            for stream, _ in ready:
+                del self._tail_requests[stream]
+        for stream, request in ready:
+            answered.append(request)
+            if stream.closed:
+                continue
+            try:
+                tail = stream.take_tail(request.force)
+            except Exception:
+                log.exception("stream tail not cut", extra={"stream_uuid": stream.uuid})
+                continue
+            if tail is not None:
+                tails.append((stream, *tail))
+        return answered, tails
+
+    @staticmethod
+    def _complete(requests: list[_TailRequest]) -> None:
+        """Wake the settles waiting on ``requests`` (each on its own event loop)."""
+        for request in requests:
+            for loop, future in request.waiters:
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(_resolve, future)
 
     def _take_inbox(self) -> None:
         """Move queued audio through each stream's resampler into its VAD windows, in arrival order."""
@@ -261,10 +349,17 @@ class InferenceEngine:
             stream.waiting_windows = len(self._windows.get(stream, ()))
         return chunks
 
-    def _embed(self, chunks: list[tuple[SpeechPipeline, FloatArray, float]]) -> None:
+    def _embed(
+        self,
+        chunks: list[tuple[SpeechPipeline, FloatArray, float]],
+        tails: Sequence[tuple[SpeechPipeline, FloatArray, float]] = (),
+    ) -> None:
+        """Embed the cycle's chunks, then its tails (the same way: a tail is one more chunk)."""
         models = self.biometrics.models
-        for start in range(0, len(chunks), self.embed_batch):
-            batch = chunks[start : start + self.embed_batch]
+        pieces = [*chunks, *tails]
+        first_tail = len(chunks)
+        for start in range(0, len(pieces), self.embed_batch):
+            batch = pieces[start : start + self.embed_batch]
             vectors: dict[str, FloatArray] = {}
             try:
                 for model_id, model in models.items():
@@ -284,4 +379,10 @@ class InferenceEngine:
             for row, (stream, _, speech_s) in enumerate(batch):
                 stream.add_embeddings({m: v[row] for m, v in vectors.items()}, speech_s)
             self.stats.chunks += len(batch)
+            self.stats.tails += len(range(max(start, first_tail), start + len(batch)))
             self.meter.speech(sum(speech_s for _, _, speech_s in batch))
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

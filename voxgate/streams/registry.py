@@ -180,6 +180,7 @@ class StreamRegistry:
             chunk_s=self.chunk_s,
             max_speech_s=self.max_speech_s,
             submit=self.engine.submit if self.engine is not None else None,
+            settle=self.engine.settle if self.engine is not None else None,
             max_backlog_s=self.engine.max_backlog_s if self.engine is not None else MAX_BACKLOG_S,
         )
         self._streams[stream_uuid] = session

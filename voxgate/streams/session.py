@@ -4,11 +4,15 @@ Every door (HTTP, WebSocket, SIP) ends here (DESIGN.md, "one engine, many doors"
 door-facing side of a stream (identity, timing, closing, feeding); its analysis — resampling, VAD,
 the speech gate, the chunk embeddings pooled into the voiceprint — is a
 :class:`~voxgate.streams.stages.SpeechPipeline`. ``voiceprint()`` normalises the pipeline's sums: a
-verify poll costs a dot product, never a forward pass.
+verify poll costs a dot product, and a forward pass only when :meth:`StreamSession.settle` finds a new
+settled tail.
 
 A server's session does not know the inference engine: it is given a
-:data:`~voxgate.streams.stages.Submit` callable (the registry wires ``InferenceEngine.submit``), so
-the engine works on the pipeline alone and the two modules never import each other.
+:data:`~voxgate.streams.stages.Submit` callable (the registry wires ``InferenceEngine.submit``) and a
+:class:`~voxgate.streams.stages.Settle` one (``InferenceEngine.settle``), so the engine works on the
+pipeline alone and the two modules never import each other. A reader that needs the voiceprint now
+(verify, enroll) first awaits :meth:`StreamSession.settle`: the settled tail (speech after which the
+speaker paused, short of a whole chunk) is embedded then, once.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from voxgate.streams.stages import (
     CHUNK_S,
     MAX_BACKLOG_S,
     MAX_HANGOVER_S,
+    Settle,
     SpeechGate,
     SpeechPipeline,
     Submit,
@@ -87,7 +92,8 @@ class StreamSession:
     Two ways in. Offline tools call the blocking :meth:`push`, which runs the pipeline's stages inline.
     A server's session is given ``submit`` (the inference engine's): :meth:`feed` then only queues the
     audio for the pipeline, and the engine's worker runs the stages for many streams in shared batches.
-    Without ``submit``, :meth:`feed` runs :meth:`push` in a worker thread.
+    Without ``submit``, :meth:`feed` runs :meth:`push` in a worker thread. :meth:`settle` goes the same
+    way: through ``settle`` (the same engine's), or inline without ``submit``.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class StreamSession:
         chunk_s: float = CHUNK_S,
         max_speech_s: float | None = None,
         submit: Submit | None = None,
+        settle: Settle | None = None,
         max_backlog_s: float = MAX_BACKLOG_S,
     ) -> None:
         self.pipeline = SpeechPipeline(
@@ -123,6 +130,7 @@ class StreamSession:
         self.max_backlog_s = max_backlog_s
         self.dropped_s = 0.0  # audio a door could not hold back and dropped (a feeder counts it), seconds
         self._submit = submit
+        self._settle = settle
         self._frames = FrameBuffer()
 
     # -- what a listing shows ------------------------------------------------------------------------
@@ -146,7 +154,7 @@ class StreamSession:
 
     @property
     def speech_s(self) -> float:
-        """Net speech in the voiceprint (embedded chunks), seconds."""
+        """Net speech in the voiceprint (embedded chunks and settled tails), seconds."""
         return self.pipeline.speech_s
 
     @property
@@ -241,6 +249,27 @@ class StreamSession:
         finally:
             self.busy -= 1
             self.touch()
+
+    async def settle(self, force: bool = False) -> None:
+        """Have the settled tail embedded before reading the voiceprint (see
+        :meth:`SpeechPipeline.tail_due`; ``force`` takes the open segment's released speech too).
+        Costs nothing when no tail is due. Through ``settle`` (the engine's, which runs this stream's
+        stages); inline without ``submit``; with ``submit`` but no ``settle`` nothing is settled (only
+        the thread that runs the stages may cut a tail)."""
+        if self._settle is not None:
+            await self._settle(self.pipeline, force=force)
+            return
+        if self._submit is not None or self.closed:
+            return
+        if not self.pipeline.tail_due(force) and not self.lock.locked():
+            return  # nothing due and no push in progress that could make one: no thread, no lock
+        self.busy += 1
+        try:
+            async with self.lock:  # after the pushes in progress, on a thread of their own kind
+                if self.pipeline.tail_due(force) and not self.closed:
+                    await asyncio.to_thread(self.pipeline.settle_inline, force)
+        finally:
+            self.busy -= 1
 
     # -- voiceprint out --------------------------------------------------------------------------------
 

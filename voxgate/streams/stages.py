@@ -5,17 +5,24 @@
     PCM (native rate) ─► soxr.ResampleStream → 16 kHz ─► Silero VAD (state carried between pushes)
       ─► SpeechGate (Silero's hysteresis, window by window) ─► pending speech
       ─► every CHUNK_S of net speech: embedded ONCE per model, added to a duration-weighted sum
+      ─► on demand (a settle): the settled tail (≥ TAIL_MIN_S, the speaker paused), one more chunk
 
 :class:`SpeechPipeline` holds that state and nothing about doors or sessions, so that whoever runs
 the stages needs only this object: the blocking :meth:`SpeechPipeline.push` runs them inline, and
 the inference engine's worker runs them for many streams at once (:meth:`~SpeechPipeline.accept` →
 VAD → :meth:`~SpeechPipeline.gate` → embeddings → :meth:`~SpeechPipeline.add_embeddings`). The
-session owns a pipeline and is handed a :data:`Submit` callable; neither the session nor the engine
-knows the other.
+session owns a pipeline and is handed a :data:`Submit` and a :class:`Settle` callable; neither the
+session nor the engine knows the other.
 
 Memory per stream is bounded: only the pending (< CHUNK_S of net speech) audio is kept, never the call.
-Speech that has not yet filled a chunk is not part of the voiceprint: ``speech_s`` (the net speech the
-voiceprint holds) lags the live audio by less than ``CHUNK_S``.
+
+Speech that has not yet filled a chunk is the *tail*. Once the speaker paused (the gate closed its
+segment) the tail is *settled*, and a reader that needs the voiceprint now (verify, enroll) has it
+embedded on demand: :meth:`SpeechPipeline.take_tail` cuts it exactly as :meth:`~SpeechPipeline.gate`
+cuts a chunk, so it becomes one more chunk of the voiceprint and is never embedded twice (the engine's
+``settle``, or :meth:`SpeechPipeline.settle_inline`). ``speech_s`` (the net speech the voiceprint holds)
+then lags the live audio only by speech still inside an open segment, or by a tail shorter than
+``TAIL_MIN_S``; until someone settles, by less than ``CHUNK_S``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import logging
 import math
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +60,13 @@ MAX_HANGOVER_S = 1.0
 # How far a stream's audio may run ahead of its analysis, seconds (VOXGATE_STREAM_MAX_BACKLOG_S): the
 # engine makes a stream's sender wait beyond it, and a feeder holds at most this much more.
 MAX_BACKLOG_S = 5.0
+# The shortest tail (net speech, unpadded VAD windows) embedded on demand; a shorter one waits for more
+# speech. A tail is weighted by its net speech in the voiceprint, so a short one moves it little. The gate
+# closes a segment at any 0.1 s pause, so a call polled twice a second settles tails often: measured on
+# 10 LibriSpeech calls (8 kHz, 9-28 s; a settle after every 0.5 s pushed), 53 forward passes instead of
+# 32, 99.5 % of the heard speech in the voiceprint at the call's end instead of 88 %, and the same
+# cosine to the offline voiceprint of the whole call (ECAPA mean 0.966 vs 0.968, CAM++ 0.987 vs 0.985).
+TAIL_MIN_S = 0.5
 
 
 class SpeechGate:
@@ -81,6 +95,12 @@ class SpeechGate:
     @property
     def held_samples(self) -> int:
         return sum(len(part) for part in self._segment) + len(self._hangover) * WINDOW_SAMPLES
+
+    @property
+    def in_segment(self) -> bool:
+        """A segment is open (speech, or a dip not yet long enough to end it): False once the speaker
+        paused and the segment was closed (or dropped as too short)."""
+        return self._in_segment
 
     def step(self, window: FloatArray, probability: float) -> tuple[list[FloatArray], int]:
         """Feed one 512-sample window; returns the audio now known to be speech (padded) and how many
@@ -166,6 +186,7 @@ class SpeechPipeline:
         self.vad_state = VadState()  # advanced by whoever runs this stream's VAD (push or the engine)
         self._biometrics = biometrics
         self._chunk_windows = math.ceil(chunk_s / WINDOW_S - 1e-9)
+        self._tail_windows = math.ceil(TAIL_MIN_S / WINDOW_S - 1e-9)
         self._resampler = (
             None
             if sample_rate_hz == VAD_SAMPLE_RATE_HZ
@@ -196,7 +217,11 @@ class SpeechPipeline:
 
     @property
     def speech_s(self) -> float:
-        """Net speech in the voiceprint (embedded chunks), seconds."""
+        """Net speech in the voiceprint (embedded chunks and settled tails), seconds.
+
+        Lags :attr:`heard_speech_s` by the pending speech: after a settle, only by speech inside a
+        segment still open (or a tail shorter than ``TAIL_MIN_S``); without one, by less than a chunk.
+        """
         with self._sums_lock:
             return self._speech_s
 
@@ -263,6 +288,24 @@ class SpeechPipeline:
         self._heard_windows += speech_windows
         if self._pending_windows < self._chunk_windows:
             return None
+        return self._cut()
+
+    def tail_due(self, force: bool = False) -> bool:
+        """A tail is worth embedding now: at least ``TAIL_MIN_S`` of pending net speech, settled (the gate
+        closed its segment) or ``force`` (then the open segment's speech the gate already released counts;
+        what it still holds back, an unconfirmed start or a hangover, does not). Never once capped."""
+        if self.capped or self._pending_windows < self._tail_windows:
+            return False
+        return force or not self._gate.in_segment
+
+    def take_tail(self, force: bool = False) -> tuple[FloatArray, float] | None:
+        """Cut the tail as :meth:`gate` cuts a chunk (and that net speech, seconds) when
+        :meth:`tail_due`; the caller embeds it like a chunk. Only on the thread that runs :meth:`gate`
+        for this pipeline (the engine's worker, or the pusher)."""
+        return self._cut() if self.tail_due(force) else None
+
+    def _cut(self) -> tuple[FloatArray, float]:
+        """The pending speech as one chunk in flight; pending starts over."""
         chunk = np.concatenate(self._pending)
         speech_s = self._pending_windows * WINDOW_S
         self._pending, self._pending_samples, self._pending_windows = [], 0, 0
@@ -297,6 +340,15 @@ class SpeechPipeline:
             chunk = self.gate(window, probability)
             if chunk is not None:
                 self._embed_inline(*chunk)
+        return True
+
+    def settle_inline(self, force: bool = False) -> bool:
+        """Embed the tail inline when one is due (see :meth:`tail_due`), on the pusher's thread; True
+        when a tail was cut."""
+        tail = self.take_tail(force)
+        if tail is None:
+            return False
+        self._embed_inline(*tail)
         return True
 
     def _embed_inline(self, speech: FloatArray, speech_s: float) -> None:
@@ -336,3 +388,11 @@ class SpeechPipeline:
 # How a session hands its audio to an inference engine (``InferenceEngine.submit``): queue the samples
 # (native rate) for this pipeline, waiting while the stream is too far behind.
 Submit: TypeAlias = Callable[[SpeechPipeline, FloatArray], Awaitable[None]]
+
+
+class Settle(Protocol):
+    """How a session has its settled tail embedded by that engine (``InferenceEngine.settle``): returns
+    once the audio submitted so far went through VAD and the tail due then (if any) is in the voiceprint,
+    or after the engine's own time limit."""
+
+    def __call__(self, stream: SpeechPipeline, *, force: bool = False) -> Awaitable[None]: ...
