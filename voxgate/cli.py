@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, help="listen port (default VOXGATE_PORT, 8000; 0: a free port, printed at start)"
     )
     serve.add_argument(
-        "--certfile", type=Path, help="TLS certificate chain (PEM): serve HTTPS and WSS (VOXGATE_TLS_CERTFILE)"
+        "--certfile",
+        type=Path,
+        help="TLS certificate chain (PEM): serve HTTPS and WSS (VOXGATE_TLS_CERTFILE)",
     )
     serve.add_argument("--keyfile", type=Path, help="its private key (PEM) (VOXGATE_TLS_KEYFILE)")
 
@@ -107,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         help="pass wideband audio through 8 kHz G.711 µ-law first",
     )
     calibrate.add_argument("--normalisation", choices=("none", "asnorm"), default="asnorm")
+    calibrate.add_argument(
+        "--duration-aware",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="weigh scores by the net speech behind them, thresholds holding in every speech band "
+        "(test sides also cut to 2, 4.5, 8 and 20 s of speech; default on)",
+    )
     calibrate.add_argument("--top-k", type=int, default=100, help="adaptive s-norm cohort size (default 100)")
     calibrate.add_argument("--accept-far", type=float, default=0.005, help="verified: max false accepts")
     calibrate.add_argument("--reject-frr", type=float, default=0.02, help="not_verified: max false rejects")
@@ -276,6 +285,7 @@ async def _serve_ports(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig)
+
     async def report() -> None:
         while not all(server.started for server in servers):
             await asyncio.sleep(0.05)
@@ -285,7 +295,9 @@ async def _serve_ports(
                     host, port = sock.getsockname()[:2]
                     shown = f"[{host}]" if ":" in host else host
                     if server is metrics_server:
-                        print(f"voxgate: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+                        print(
+                            f"voxgate: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True
+                        )
                         continue
                     print(f"voxgate: listening on {scheme}://{shown}:{port}", file=sys.stderr, flush=True)
 
@@ -447,9 +459,9 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from voxgate.biometrics.profile import CalibrationProfile, Channel, channel_for_rate
     from voxgate.evaluation.datasets import read_dataset
     from voxgate.evaluation.embedding import EmbedJob, embed_files
-    from voxgate.evaluation.fitting import EmbeddedSet, fit_profile
+    from voxgate.evaluation.fitting import CROPS_S, EmbeddedSet, fit_profile
     from voxgate.evaluation.report import evaluate, summary_lines, write_report
-    from voxgate.evaluation.trials import Trial, TrialScore
+    from voxgate.evaluation.trials import INSUFFICIENT, UNUSABLE, Trial, TrialScore
 
     model_ids = tuple(args.model.split("+"))
     job = EmbedJob(
@@ -460,6 +472,7 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
         telephone=args.simulate_telephone,
         max_chunk_s=settings.max_embed_chunk_s,
         int8=settings.int8,
+        lengths_s=(None, *CROPS_S) if args.duration_aware else (None,),
     )
     embedded = []
     for spec in args.datasets:
@@ -488,6 +501,7 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
         reject_frr=args.reject_frr,
         parent_hash=parent,
         description=f"fitted by `voxgate calibrate` on {', '.join(s.name for s in embedded)}",
+        duration_aware=args.duration_aware,
     )
     profile.save(args.out)
     print(
@@ -495,9 +509,19 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     )
     scores: list[TrialScore] = []
     for s in embedded:
-        enrolled, tests, pairs, is_target = s.trials()
-        llrs = profile.llr_from_normalised(profile.normalised_pairs(enrolled, tests, pairs))
+        trials = s.trials()
+        pairs, is_target = trials.pairs, trials.is_target
+        llrs = profile.pair_llrs(trials.enrolled, trials.tests, pairs)
         files = [s.dataset.files[i] for i in s.usable()]
+        for a_index, b_index in zip(*np.triu_indices(len(s.results), k=1), strict=True):
+            a, b = s.results[a_index], s.results[b_index]
+            if a.error or b.error:  # refused: counted in the figures as a rejection with LLR 0
+                trial = Trial(
+                    (str(a.path),), str(b.path), s.dataset.speakers[a_index] == s.dataset.speakers[b_index]
+                )
+                reason = a.error or b.error or ""
+                verdict = INSUFFICIENT if "InsufficientSpeech" in reason else UNUSABLE
+                scores.append(TrialScore(trial, None, None, verdict, reason))
         for (a, b), llr, target in zip(pairs, llrs, is_target, strict=True):
             trial = Trial((str(files[a]),), str(files[b]), bool(target))
             scores.append(

@@ -56,3 +56,21 @@ def test_thresholds_meet_operating_points_on_every_set() -> None:
 def test_one_sided_sets_are_refused() -> None:
     with pytest.raises(ValueError, match="both"):
         TrialSet("x", np.zeros((3, 1), np.float32), np.ones(3, bool))
+
+
+def test_a_duration_aware_fit_learns_that_short_speech_is_weaker_evidence() -> None:
+    """Synthetic scores whose separation grows with speech length: the fit gives the interaction
+    ``q · score`` a positive weight, so the same score means less with less speech."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    durations = rng.choice([1.5, 3.0, 10.0, 30.0], size=n)
+    target = rng.random(n) < 0.5
+    separation = 0.1 + 0.1 * np.log(durations)
+    scores = np.where(target, separation, -separation) + 0.15 * rng.standard_normal(n)
+    quality = np.log(durations / 10.0)
+    trial_set = TrialSet("bands", scores[:, None].astype(np.float32), target, quality)
+    weights, _ = fit_linear_fusion([trial_set])
+    score_weight, _, interaction = weights
+    assert score_weight > 0 and interaction > 0
+    with pytest.raises(ValueError, match="quality"):
+        fit_linear_fusion([trial_set, TrialSet("fixed", scores[:, None].astype(np.float32), target)])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from voxgate.biometrics.profile import (
     CalibrationProfile,
     Channel,
     ModelTerm,
+    QualityTerm,
     Thresholds,
     Verdict,
     resolve_profile,
@@ -112,3 +114,42 @@ def test_shipped_profiles_load_and_resolve() -> None:
     assert resolve_profile("auto", 44100, model="ecapa").model_id == "ecapa"
     with pytest.raises(ProfileError, match="neither"):
         resolve_profile("no-such-profile")
+
+
+def _duration_aware() -> CalibrationProfile:
+    return replace(_profile(), quality=QualityTerm(weight=0.5, interaction=(4.0,)))
+
+
+def test_a_duration_aware_profile_weighs_short_speech_less() -> None:
+    profile = _duration_aware()
+    same = [1.0, 0.2, 0, 0, 0, 0, 0, 0]
+    close = [1.0, 0.0, 0, 0, 0, 0, 0, 0]
+
+    def llr(enrolled_s: float, test_s: float) -> float:
+        a, b = _vp(same), _vp(close)
+        return profile.score(replace(a, speech_s=enrolled_s), replace(b, speech_s=test_s)).llr
+
+    cosine = float(_vp(same).embedding("ecapa").vector @ _vp(close).embedding("ecapa").vector)
+    q = np.log(2.0 / 10.0)
+    assert llr(20.0, 2.0) == pytest.approx(-3.0 + 10.0 * cosine + 0.5 * q + 4.0 * q * cosine, abs=1e-4)
+    assert llr(20.0, 2.0) < llr(20.0, 6.0) < llr(20.0, 30.0)  # a high cosine counts more with more speech
+    assert llr(20.0, 30.0) == pytest.approx(llr(20.0, 500.0))  # beyond max_s: treated as max_s
+    assert llr(0.2, 20.0) == pytest.approx(llr(1.0, 20.0))  # below min_s: treated as min_s
+    assert llr(float("inf"), 20.0) == pytest.approx(llr(20.0, 20.0))  # a snapshot without its speech length
+    with pytest.raises(ProfileError, match="speech lengths"):
+        profile.llr_from_normalised(np.zeros((1, 1), np.float32))
+
+
+def test_the_quality_term_round_trips_and_old_profiles_keep_their_hash() -> None:
+    profile = _duration_aware()
+    doc = profile.to_dict()
+    assert doc["format_version"] == 2 and doc["quality"]["interaction"] == [4.0]
+    assert CalibrationProfile.from_json(profile.to_json()) == profile
+    fixed = _profile().to_dict()
+    assert fixed["format_version"] == 1 and "quality" not in fixed  # version-1 hashes unchanged
+    for shipped in shipped_profiles():  # every shipped profile reads back with the hash it states
+        assert shipped_profile(shipped).content_hash
+    broken = dict(doc, quality={**doc["quality"], "interaction": [1.0, 2.0]})
+    broken.pop("hash")
+    with pytest.raises(ProfileError, match="one interaction weight per model"):
+        CalibrationProfile.from_dict(broken)

@@ -107,9 +107,11 @@ def test_the_generators_keep_the_notes_written_in_docs_accuracy_md() -> None:
     assert all(text != NOTES_PLACEHOLDER for text in written.values())
     assert document.count(NOTES_OPEN) == document.count(NOTES_CLOSE) == 2
 
-    channels: dict[Channel, list[accuracy.Row]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
+    def empty() -> dict[Channel, list[accuracy.Row]]:
+        return {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
+
     by_channel: dict[Channel, list[EmbeddedSet]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
-    report = accuracy.render(channels, channels, {}, by_channel, channels)
+    report = accuracy.render(accuracy.Results(by_channel, empty(), empty(), empty(), empty(), {}, {}))
     assert notes(report) == {(accuracy.SUMMARY, 0): NOTES_PLACEHOLDER}
     rewritten = carry_notes(document, keep_foreign(document, report))
     assert notes(rewritten) == written

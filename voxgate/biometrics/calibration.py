@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from voxgate.audio.types import FloatArray
 from voxgate.biometrics.metrics import threshold_for_far, threshold_for_frr
-from voxgate.biometrics.profile import Thresholds
+from voxgate.biometrics.profile import Thresholds, quality_features
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -32,6 +32,14 @@ class TrialSet:
     name: str
     scores: FloatArray  # (trials, models)
     is_target: BoolArray  # (trials,)
+    quality: FloatArray | None = None  # (trials,) the duration quality measure, for a duration-aware fit
+
+    @property
+    def design(self) -> FloatArray:
+        """The fit's columns: the scores, then (duration-aware) ``q`` and ``q · score`` per model."""
+        if self.quality is None:
+            return self.scores
+        return np.hstack([self.scores.astype(np.float64), quality_features(self.scores, self.quality)])
 
     def __post_init__(self) -> None:
         if self.scores.ndim != 2 or self.scores.shape[0] != self.is_target.shape[0]:
@@ -45,10 +53,13 @@ class TrialSet:
 def fit_linear_fusion(
     sets: Sequence[TrialSet], *, l2: float = 1e-7, iterations: int = 100
 ) -> tuple[FloatArray, float]:
-    """Weights and offset of the linear fusion, by Newton's method on the prior-weighted cross-entropy."""
+    """Weights (one per column of :attr:`TrialSet.design`) and offset of the linear fusion, by Newton's
+    method on the prior-weighted cross-entropy."""
     if not sets:
         raise ValueError("no trial sets to fit on")
-    x = np.concatenate([s.scores for s in sets]).astype(np.float64)
+    if len({s.quality is None for s in sets}) > 1:
+        raise ValueError("either every trial set has quality measures or none has")
+    x = np.concatenate([s.design for s in sets]).astype(np.float64)
     x = np.hstack([x, np.ones((x.shape[0], 1))])  # (trials, models + 1), last column is the offset
     y = np.concatenate([s.is_target for s in sets]).astype(np.float64)
     sample_weight = np.concatenate(

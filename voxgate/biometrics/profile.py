@@ -30,7 +30,7 @@ from voxgate.errors import ModelMismatch, ProfileError
 IntArray = npt.NDArray[np.int64]
 
 PROFILE_FORMAT = "voxgate-calibration-profile"
-PROFILE_FORMAT_VERSION = 1
+PROFILE_FORMAT_VERSION = 2  # 2: the optional duration-aware `quality` term (written only when present)
 DEFAULT_MODEL = "ecapa+campplus"  # the engine the plain `wideband` / `telephone` profiles use
 TELEPHONE_MAX_RATE_HZ = 8000
 
@@ -104,6 +104,37 @@ class ModelTerm:
 
 
 @dataclass(frozen=True)
+class QualityTerm:
+    """Duration-aware calibration: how much net speech stands behind a trial changes what a score means.
+
+    ``q = log(clip(min(enrolled speech, test speech), min_s, max_s) / reference_s)``, and the LLR gains
+    ``weight · q + Σ interaction_m · q · score_m``: with little speech the same cosine is weaker
+    evidence, so the fit shrinks the scale (and shifts the offset) as speech gets shorter. Speech
+    outside ``[min_s, max_s]`` (the range fitted on) is treated as its nearest end.
+    """
+
+    weight: float
+    interaction: tuple[float, ...]  # one per model term
+    min_s: float = 1.0
+    max_s: float = 30.0
+    reference_s: float = 10.0
+
+    def measure(self, enrolled_s: FloatArray, test_s: FloatArray) -> FloatArray:
+        shortest = np.clip(np.minimum(enrolled_s, test_s), self.min_s, self.max_s)
+        return np.log(shortest / self.reference_s).astype(np.float64)
+
+
+def quality_features(normalised: FloatArray, quality: FloatArray) -> FloatArray:
+    """The columns a duration-aware fit weighs after the scores: ``q`` and ``q · score`` per model."""
+    q = quality.astype(np.float64)[:, None]
+    return np.hstack([q, q * normalised.astype(np.float64)])
+
+
+def speech_of(voiceprints: Sequence[Voiceprint]) -> FloatArray:
+    return np.array([v.speech_s for v in voiceprints], dtype=np.float64)
+
+
+@dataclass(frozen=True)
 class ScoreResult:
     cosines: dict[str, float]  # raw cosine per model
     llr: float
@@ -117,6 +148,7 @@ class CalibrationProfile:
     terms: tuple[ModelTerm, ...]
     offset: float  # llr = offset + sum(term.weight * normalised score)
     thresholds: Thresholds
+    quality: QualityTerm | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     parent_hash: str | None = None
     description: str = ""
@@ -133,10 +165,33 @@ class CalibrationProfile:
 
     # -- scoring -------------------------------------------------------------------------------------
 
-    def llr_from_normalised(self, normalised: FloatArray) -> FloatArray:
-        """LLRs from normalised scores (trials, terms)."""
+    def llr_from_normalised(self, normalised: FloatArray, quality: FloatArray | None = None) -> FloatArray:
+        """LLRs from normalised scores (trials, terms) and, for a duration-aware profile, each trial's
+        quality measure (:meth:`QualityTerm.measure`)."""
         weights = np.array([term.weight for term in self.terms], dtype=np.float64)
-        return (self.offset + normalised.astype(np.float64) @ weights).astype(np.float32)
+        llr = self.offset + normalised.astype(np.float64) @ weights
+        if self.quality is not None:
+            if quality is None:
+                raise ProfileError(f"profile {self.name} is duration-aware: scoring needs the speech lengths")
+            extra = np.array([self.quality.weight, *self.quality.interaction], dtype=np.float64)
+            llr = llr + quality_features(normalised, quality) @ extra
+        return llr.astype(np.float32)
+
+    def quality_pairs(
+        self, enrolled: Sequence[Voiceprint], tests: Sequence[Voiceprint], pairs: IntArray
+    ) -> FloatArray | None:
+        """Each pair's quality measure, or None when the profile is not duration-aware."""
+        if self.quality is None:
+            return None
+        return self.quality.measure(speech_of(enrolled)[pairs[:, 0]], speech_of(tests)[pairs[:, 1]])
+
+    def pair_llrs(
+        self, enrolled: Sequence[Voiceprint], tests: Sequence[Voiceprint], pairs: IntArray
+    ) -> FloatArray:
+        """LLRs of ``enrolled[i]`` against ``tests[j]`` for each row (i, j) of pairs."""
+        return self.llr_from_normalised(
+            self.normalised_pairs(enrolled, tests, pairs), self.quality_pairs(enrolled, tests, pairs)
+        )
 
     def normalised_pairs(
         self, enrolled: Sequence[Voiceprint], tests: Sequence[Voiceprint], pairs: IntArray
@@ -166,8 +221,7 @@ class CalibrationProfile:
         return np.stack(columns, axis=1)
 
     def score(self, enrolled: Voiceprint, test: Voiceprint) -> ScoreResult:
-        normalised = self.normalised_pairs([enrolled], [test], np.zeros((1, 2), dtype=np.int64))
-        llr = float(self.llr_from_normalised(normalised)[0])
+        llr = float(self.pair_llrs([enrolled], [test], np.zeros((1, 2), dtype=np.int64))[0])
         cosines = {
             term.model_id: float(
                 enrolled.embedding(term.model_id).vector @ test.embedding(term.model_id).vector
@@ -179,9 +233,9 @@ class CalibrationProfile:
     # -- documents -----------------------------------------------------------------------------------
 
     def _body(self) -> dict[str, Any]:
-        return {
+        body = {
             "format": PROFILE_FORMAT,
-            "format_version": PROFILE_FORMAT_VERSION,
+            "format_version": 1 if self.quality is None else PROFILE_FORMAT_VERSION,
             "name": self.name,
             "channel": self.channel.value,
             "model": self.model_id,
@@ -208,6 +262,17 @@ class CalibrationProfile:
             },
             "fitted_on": dict(self.fitted_on),
         }
+        if self.quality is not None:  # absent otherwise: the hashes of version-1 profiles stay as they were
+            q = self.quality
+            body["quality"] = {
+                "kind": "log_min_speech",
+                "weight": q.weight,
+                "interaction": list(q.interaction),
+                "min_s": q.min_s,
+                "max_s": q.max_s,
+                "reference_s": q.reference_s,
+            }
+        return body
 
     @property
     def content_hash(self) -> str:
@@ -273,12 +338,14 @@ class CalibrationProfile:
             )
             if thresholds.reject_llr > thresholds.accept_llr:
                 raise ProfileError("reject threshold is above the accept threshold")
+            quality = _quality(doc.get("quality"), len(terms))
             profile = cls(
                 name=str(doc["name"]),
                 channel=Channel(doc["channel"]),
                 terms=terms,
                 offset=_number(doc["calibration"]["offset"], "the calibration offset", LLR_RANGE),
                 thresholds=thresholds,
+                quality=quality,
                 created=str(doc["created"]),
                 parent_hash=doc.get("parent_hash"),
                 description=str(doc.get("description", "")),
@@ -332,6 +399,26 @@ def _number(value: Any, what: str, bounds: tuple[float, float]) -> float:
     if not low <= number <= high:
         raise ProfileError(f"{what} is {number:g}, outside the sane range {low:g} to {high:g}")
     return number
+
+
+def _quality(doc: Any, n_terms: int) -> QualityTerm | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, Mapping) or doc.get("kind") != "log_min_speech":
+        raise ProfileError("unknown quality term (expected kind `log_min_speech`)")
+    interaction = doc["interaction"]
+    if not isinstance(interaction, list) or len(interaction) != n_terms:
+        raise ProfileError(f"the quality term needs one interaction weight per model ({n_terms})")
+    term = QualityTerm(
+        weight=_number(doc["weight"], "the quality weight", WEIGHT_RANGE),
+        interaction=tuple(_number(w, "a quality interaction weight", WEIGHT_RANGE) for w in interaction),
+        min_s=_number(doc["min_s"], "the quality min_s", (0.01, 3600)),
+        max_s=_number(doc["max_s"], "the quality max_s", (0.01, 3600)),
+        reference_s=_number(doc["reference_s"], "the quality reference_s", (0.01, 3600)),
+    )
+    if term.min_s > term.max_s:
+        raise ProfileError("the quality term's min_s is above its max_s")
+    return term
 
 
 def _matrix(voiceprints: Sequence[Voiceprint], term: ModelTerm) -> FloatArray:

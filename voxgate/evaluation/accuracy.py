@@ -3,8 +3,11 @@
 For every set in the speech folder (trials within one set only), on the wideband channel (16 kHz sets) and
 the telephone channel (native for the 8 kHz sets, simulated 8 kHz G.711 µ-law for the others), it scores
 every pair of recordings with each candidate engine and reports EER, minDCF, Cllr and the verdict error
-rates. Figures are *held out*: the profile scoring a set was fitted on the channel's other sets only (its
-cohort too), so no set is calibrated on itself. The shipped profiles are then fitted on all sets.
+rates. Every trial counts: a recording refused for too little speech makes each of its trials a rejection
+with LLR 0. Figures are *held out*: the profile scoring a set was fitted on the channel's other sets only,
+so no set is calibrated on itself. Duration-aware engines are fitted and reported per test-speech band
+(the test side also cut to 2, 4.5, 8 and 20 s of net speech). The shipped profiles are then fitted on all
+sets; the passphrase profiles on three recordings enrolled together and one tested.
 
     python -m voxgate.evaluation.accuracy --jobs 2 --out docs/accuracy.md [--write-profiles]
 """
@@ -24,14 +27,23 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from voxgate.audio.types import AudioLimits, FloatArray
+from voxgate.audio.types import AudioLimits
 from voxgate.audio.vad import VAD_SHA256
-from voxgate.biometrics.metrics import SummaryMetrics, summarize
+from voxgate.biometrics.metrics import SummaryMetrics, eer, summarize
 from voxgate.biometrics.models import read_card
 from voxgate.biometrics.profile import CalibrationProfile, Channel
+from voxgate.biometrics.voiceprint import combine
 from voxgate.evaluation.datasets import Dataset, read_dataset
 from voxgate.evaluation.embedding import EmbedJob, FileResult, embed_files
-from voxgate.evaluation.fitting import EmbeddedSet, fit_profile, normalised_trials
+from voxgate.evaluation.fitting import (
+    BANDS_S,
+    CROPS_S,
+    EmbeddedSet,
+    ScoredTrials,
+    Trials,
+    band_label,
+    fit_profile,
+)
 from voxgate.evaluation.report import VerdictRates
 from voxgate.evaluation.sections import carry_notes, keep_foreign, notes_block, table_row
 from voxgate.settings import Settings
@@ -40,41 +52,61 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEECH = REPO.parent / "shared" / "data" / "speech"
-LENGTHS_S = (3.0, 10.0)
 BoolArray = npt.NDArray[np.bool_]
+CACHE_VERSION = "2"  # bump when what is embedded per file changes (cut, crops, VAD)
+PASSPHRASE_ENROLL = 3  # recordings enrolled together in the text-dependent case
+SHORT_CLIP_MAX_S = 6.0  # sets whose median recording is shorter: the passphrase-like sets
 
 
 @dataclass(frozen=True)
 class System:
-    """A candidate engine: which models, how normalised. ``key`` names its shipped profile."""
+    """A candidate engine: which models, whether duration-aware. ``key`` names its shipped profile."""
 
     key: str
     label: str
     model_ids: tuple[str, ...]
-    normalisation: str
+    duration_aware: bool
 
 
 SYSTEMS = (
-    System("ecapa-raw", "ECAPA cosine", ("ecapa",), "none"),
-    System("campplus-raw", "CAM++ cosine", ("campplus",), "none"),
-    System("fused-raw", "ECAPA+CAM++ fused", ("ecapa", "campplus"), "none"),
-    System("ecapa", "ECAPA AS-norm", ("ecapa",), "asnorm"),
-    System("campplus", "CAM++ AS-norm", ("campplus",), "asnorm"),
-    System("ecapa+campplus", "ECAPA+CAM++ AS-norm fused", ("ecapa", "campplus"), "asnorm"),
+    System("ecapa-raw", "ECAPA cosine", ("ecapa",), False),
+    System("fused-raw", "ECAPA+CAM++ fused", ("ecapa", "campplus"), False),
+    System("ecapa", "ECAPA, duration-aware", ("ecapa",), True),
+    System("campplus", "CAM++, duration-aware", ("campplus",), True),
+    System("fused", "ECAPA+CAM++ fused, duration-aware", ("ecapa", "campplus"), True),
 )
+DEFAULT = "fused"
 # The shipped profiles: `<channel>` is the default engine; `<channel>-<model>` for --model.
+SHIPPED = {"": "fused", "-ecapa": "ecapa", "-campplus": "campplus"}
 # Engines also scored as a customer would after `voxgate calibrate` on their own recordings.
-IN_DOMAIN = ("ecapa-raw", "fused-raw", "ecapa+campplus")
-SHIPPED = {"": "fused-raw", "-ecapa": "ecapa-raw", "-campplus": "campplus-raw"}
+IN_DOMAIN = ("ecapa-raw", "fused")
 
 
 @dataclass(frozen=True)
 class Row:
     set_name: str
     system: System
-    metrics: SummaryMetrics
-    rates: VerdictRates
-    by_length: dict[float, float]  # EER by test-side net speech crop
+    full: ScoredTrials  # every pair of whole recordings
+    bands: dict[tuple[float, float], ScoredTrials]  # whole recordings and crops, by test speech
+
+    @property
+    def metrics(self) -> SummaryMetrics:
+        return _metrics(self.full)
+
+    @property
+    def rates(self) -> VerdictRates:
+        return _rates(self.full)
+
+
+def _metrics(trials: ScoredTrials) -> SummaryMetrics:
+    return summarize(trials.llr[trials.is_target], trials.llr[~trials.is_target])
+
+
+def _rates(trials: ScoredTrials) -> VerdictRates:
+    return VerdictRates.of(
+        [v for v, t in zip(trials.verdicts, trials.is_target, strict=True) if t],
+        [v for v, t in zip(trials.verdicts, trials.is_target, strict=True) if not t],
+    )
 
 
 def embed_set(
@@ -82,9 +114,13 @@ def embed_set(
 ) -> tuple[FileResult, ...]:
     """Every file of ``dataset`` embedded once (cached per model files); ``int8``: the quantised models."""
     cards = [read_card(settings.model_dir, m) for m in ("ecapa", "campplus")]
-    key_parts = [dataset.name, str(telephone), VAD_SHA256] + [
-        card.int8_sha256 if int8 else card.onnx_sha256 for card in cards
-    ]
+    key_parts = [
+        dataset.name,
+        str(telephone),
+        VAD_SHA256,
+        CACHE_VERSION,
+        str(settings.min_score_speech_s),
+    ] + [card.int8_sha256 if int8 else card.onnx_sha256 for card in cards]
     key = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:16]
     path = cache / f"{dataset.name}-{'tel' if telephone else 'wb'}{'-int8' if int8 else ''}-{key}.pkl"
     if path.exists():
@@ -97,8 +133,9 @@ def embed_set(
             limits=AudioLimits.from_settings(settings),
             min_speech_s=settings.min_score_speech_s,
             telephone=telephone,
-            lengths_s=(None, *LENGTHS_S),
+            lengths_s=(None, *CROPS_S),
             int8=int8,
+            whole_clip=not int8,
         )
         cached = embed_files(
             list(dataset.files),
@@ -112,37 +149,19 @@ def embed_set(
     return tuple(cached[p] for p in dataset.files)
 
 
-def _llrs(
-    profile: CalibrationProfile, embedded: EmbeddedSet, length_s: float | None = None
-) -> tuple[FloatArray, BoolArray] | None:
-    if length_s is not None and len(embedded.usable(length_s)) == 0:
-        return None  # no recording of this set has that much speech
-    trials = normalised_trials(profile, embedded, test_length_s=length_s)
-    return profile.llr_from_normalised(trials.scores), trials.is_target
+def _band_split(trials: ScoredTrials) -> dict[tuple[float, float], ScoredTrials]:
+    return {
+        band: trials.select((trials.test_s >= band[0]) & (trials.test_s < band[1]))
+        for band in BANDS_S
+        if ((trials.test_s >= band[0]) & (trials.test_s < band[1])).any()
+    }
 
 
 def _row(set_name: str, system: System, parts: Sequence[tuple[CalibrationProfile, EmbeddedSet]]) -> Row:
     """Figures of one set, pooling the trials of several (profile, part of the set) pairs."""
-    llrs, labels, verdicts = [], [], []
-    for profile, embedded in parts:
-        scored = _llrs(profile, embedded)
-        assert scored is not None
-        llrs.append(scored[0])
-        labels.append(scored[1])
-        verdicts += [profile.thresholds.verdict(float(x)).value for x in scored[0]]
-    llr, target = np.concatenate(llrs), np.concatenate(labels)
-    by_length: dict[float, float] = {}
-    for length in LENGTHS_S:
-        cropped = [c for c in (_llrs(p, e, length) for p, e in parts) if c is not None]
-        if cropped:
-            c_llr, c_target = np.concatenate([c[0] for c in cropped]), np.concatenate([c[1] for c in cropped])
-            if c_target.any() and (~c_target).any():
-                by_length[length] = summarize(c_llr[c_target], c_llr[~c_target]).eer
-    rates = VerdictRates.of(
-        [v for v, t in zip(verdicts, target, strict=True) if t],
-        [v for v, t in zip(verdicts, target, strict=True) if not t],
-    )
-    return Row(set_name, system, summarize(llr[target], llr[~target]), rates, by_length)
+    full = ScoredTrials.pooled([e.trials().scored(profile) for profile, e in parts])
+    cropped = ScoredTrials.pooled([e.trials(CROPS_S).scored(profile) for profile, e in parts])
+    return Row(set_name, system, full, _band_split(cropped))
 
 
 def evaluate_set(profile: CalibrationProfile, embedded: EmbeddedSet, system: System) -> Row:
@@ -167,15 +186,85 @@ def _speaker_fold(embedded: EmbeddedSet, fold: int) -> tuple[EmbeddedSet, Embedd
     return part(False), part(True)
 
 
-def _fit(sets: Sequence[EmbeddedSet], system: System, channel: Channel, name: str) -> CalibrationProfile:
+def _fit(
+    sets: Sequence[EmbeddedSet],
+    system: System,
+    channel: Channel,
+    name: str,
+    trials: Sequence[Trials] | None = None,
+) -> CalibrationProfile:
     return fit_profile(
         sets,
         system.model_ids,
         name=name,
         channel=channel,
-        normalisation=system.normalisation,
+        normalisation="none",
+        duration_aware=system.duration_aware,
+        trials=trials,
         description=f"{system.label}, {channel.value} channel, fitted by `make accuracy` on the development sets",
     )
+
+
+def passphrase_trials(embedded: EmbeddedSet, enroll: int = PASSPHRASE_ENROLL) -> Trials:
+    """The text-dependent case: ``enroll`` usable recordings of a speaker enrolled together (consecutive
+    groups in manifest order), each tested against every other recording of the set; a recording that
+    was refused is a refused test (LLR 0)."""
+    speakers = np.array(embedded.dataset.speakers)
+    usable = embedded.usable()
+    groups: list[list[int]] = []
+    for speaker in dict.fromkeys(embedded.dataset.speakers):
+        own = [int(i) for i in usable if speakers[i] == speaker]
+        groups += [own[k : k + enroll] for k in range(0, len(own) - enroll + 1, enroll)]
+    enrolled = [combine(embedded.voiceprints(np.array(g, dtype=np.int64))) for g in groups]
+    tests = embedded.voiceprints(usable)
+    position = {int(f): k for k, f in enumerate(usable)}
+    refused_files = [i for i in range(len(embedded.results)) if i not in position]
+    pairs, target, refused_target = [], [], []
+    for g, group in enumerate(groups):
+        speaker = speakers[group[0]]
+        pairs += [(g, position[int(f)]) for f in usable if int(f) not in group]
+        target += [speakers[f] == speaker for f in usable if int(f) not in group]
+        refused_target += [speakers[f] == speaker for f in refused_files]
+    return Trials(
+        embedded.name,
+        enrolled,
+        tests,
+        np.array(pairs, dtype=np.int64).reshape(-1, 2),
+        np.array(target, dtype=bool),
+        np.array(refused_target, dtype=bool),
+        np.array([embedded.results[f].speech_s for f in refused_files] * len(groups), dtype=np.float64),
+    )
+
+
+def is_short(embedded: EmbeddedSet) -> bool:
+    durations = [r.speech_s for r in embedded.results if not r.error]
+    return bool(durations) and float(np.median(durations)) < SHORT_CLIP_MAX_S
+
+
+def naive_eer(embedded: EmbeddedSet) -> float:
+    """EER of the mean of the raw ECAPA and CAM++ cosines on the whole recordings (no VAD), every pair."""
+    vectors = {
+        m: np.stack([r.whole.embedding(m).vector for r in embedded.results if r.whole is not None])
+        for m in ("ecapa", "campplus")
+    }
+    speakers = np.array(
+        [s for s, r in zip(embedded.dataset.speakers, embedded.results, strict=True) if r.whole]
+    )
+    i, j = np.triu_indices(len(speakers), k=1)
+    fused = sum(np.einsum("ij,ij->i", v[i], v[j]) for v in vectors.values()) / len(vectors)
+    target = speakers[i] == speakers[j]
+    return eer(fused[target], fused[~target])
+
+
+@dataclass
+class Results:
+    by_channel: dict[Channel, list[EmbeddedSet]]
+    held_out: dict[Channel, list[Row]]
+    in_domain: dict[Channel, list[Row]]
+    fitted_all: dict[Channel, list[Row]]
+    passphrase: dict[Channel, list[Row]]  # text-dependent trials: default (held out), passphrase (in-domain)
+    shipped: dict[str, CalibrationProfile]
+    naive: dict[tuple[Channel, str], float]
 
 
 def embed_sets(
@@ -198,33 +287,43 @@ def embed_sets(
     return by_channel
 
 
-def run(
-    speech: Path, settings: Settings, cache: Path, jobs: int
-) -> tuple[
-    dict[Channel, list[Row]],
-    dict[Channel, list[Row]],
-    dict[str, CalibrationProfile],
-    dict[Channel, list[EmbeddedSet]],
-    dict[Channel, list[Row]],
-]:
+def _passphrase_rows(embedded: list[EmbeddedSet], channel: Channel, default: System) -> list[Row]:
+    """Text-dependent trials of the short sets: the default engine held out, and the passphrase profile
+    fitted speaker-disjoint (one half of the speakers' passphrase trials scores the other half)."""
+    rows = []
+    passphrase = System("passphrase", "passphrase profile (in-domain)", default.model_ids, True)
+    for target in (s for s in embedded if is_short(s)):
+        others = [s for s in embedded if s is not target]
+        profile = _fit(others, default, channel, f"held-out-{target.name}")
+        trials = passphrase_trials(target).scored(profile)
+        rows.append(Row(target.name, default, trials, _band_split(trials)))
+        parts = []
+        for fit_part, test_part in (_speaker_fold(target, k) for k in (0, 1)):
+            fitted = _fit([fit_part], passphrase, channel, "passphrase", [passphrase_trials(fit_part)])
+            parts.append(passphrase_trials(test_part).scored(fitted))
+        pooled = ScoredTrials.pooled(parts)
+        rows.append(Row(target.name, passphrase, pooled, _band_split(pooled)))
+    return rows
+
+
+def run(speech: Path, settings: Settings, cache: Path, jobs: int) -> Results:
     by_channel = embed_sets(speech, settings, cache, jobs)
-    held_out: dict[Channel, list[Row]] = {}
-    in_domain: dict[Channel, list[Row]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
-    fitted_all: dict[Channel, list[Row]] = {}
-    shipped: dict[str, CalibrationProfile] = {}
+    out = Results(by_channel, {}, {}, {}, {}, {}, {})
     for channel, embedded in by_channel.items():
-        held_out[channel], fitted_all[channel] = [], []
+        out.held_out[channel], out.fitted_all[channel], out.in_domain[channel] = [], [], []
+        for target in embedded:
+            out.naive[(channel, target.name)] = naive_eer(target)
         for system in SYSTEMS:
             started = time.monotonic()
             for target in embedded:
                 others = [s for s in embedded if s is not target]
                 profile = _fit(others, system, channel, f"held-out-{target.name}")
-                held_out[channel].append(evaluate_set(profile, target, system))
+                out.held_out[channel].append(evaluate_set(profile, target, system))
             full = _fit(embedded, system, channel, channel.value)
-            fitted_all[channel].extend(evaluate_set(full, target, system) for target in embedded)
+            out.fitted_all[channel].extend(evaluate_set(full, target, system) for target in embedded)
             for suffix, key in SHIPPED.items():
                 if key == system.key:
-                    shipped[f"{channel.value}{suffix}"] = replace(full, name=f"{channel.value}{suffix}")
+                    out.shipped[f"{channel.value}{suffix}"] = replace(full, name=f"{channel.value}{suffix}")
             if system.key in IN_DOMAIN:
                 for target in embedded:
                     folds = [_speaker_fold(target, k) for k in (0, 1)]
@@ -232,9 +331,26 @@ def run(
                         (_fit([fit_part], system, channel, f"in-domain-{target.name}"), test_part)
                         for fit_part, test_part in folds
                     ]
-                    in_domain[channel].append(_row(target.name, system, parts))
+                    out.in_domain[channel].append(_row(target.name, system, parts))
             print(f"{channel.value} {system.label}: {time.monotonic() - started:.0f} s", file=sys.stderr)
-    return held_out, fitted_all, shipped, by_channel, in_domain
+        default = next(s for s in SYSTEMS if s.key == DEFAULT)
+        out.passphrase[channel] = _passphrase_rows(embedded, channel, default)
+        short = [s for s in embedded if is_short(s)]
+        if short:
+            passphrase = System("passphrase", "passphrase", default.model_ids, True)
+            profile = _fit(
+                short,
+                passphrase,
+                channel,
+                f"{channel.value}-passphrase",
+                [passphrase_trials(s) for s in short],
+            )
+            out.shipped[f"{channel.value}-passphrase"] = replace(
+                profile,
+                description=f"text-dependent: {PASSPHRASE_ENROLL} short recordings enrolled, one tested; "
+                f"{channel.value} channel, fitted by `make accuracy`",
+            )
+    return out
 
 
 SUMMARY = "## Summary: the shipped default against raw ECAPA cosine (held out)"
@@ -244,83 +360,131 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def _table(rows: list[Row], with_lengths: bool) -> list[str]:
-    head = "| set | engine | target / non-target | EER % | minDCF | Cllr | minCllr | verified FA % | not_verified FR % | not_sure (tgt / non) % |"
-    if with_lengths:
-        head += " EER % @3 s | EER % @10 s |"
+def _cells(trials: ScoredTrials) -> list[str]:
+    m, v = _metrics(trials), _rates(trials)
+    return [
+        f"{m.n_target} / {m.n_nontarget}",
+        pct(trials.refused / max(1, len(trials.verdicts))),
+        pct(m.eer),
+        f"{m.min_dcf:.3f}",
+        f"{m.cllr:.3f}",
+        f"{m.min_cllr:.3f}",
+        pct(v.false_accept),
+        pct(v.false_reject),
+        f"{pct(v.not_sure_target)} / {pct(v.not_sure_nontarget)}",
+    ]
+
+
+CELLS_HEAD = "target / non-target | refused % | EER % | minDCF | Cllr | minCllr | verified FA % | not_verified FR % | not_sure (tgt / non) % |"
+
+
+def _table(rows: list[Row]) -> list[str]:
+    head = "| set | engine | " + CELLS_HEAD
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for r in rows:
-        m, v = r.metrics, r.rates
-        cells = [
-            r.set_name,
-            r.system.label,
-            f"{m.n_target} / {m.n_nontarget}",
-            pct(m.eer),
-            f"{m.min_dcf:.3f}",
-            f"{m.cllr:.3f}",
-            f"{m.min_cllr:.3f}",
-            pct(v.false_accept),
-            pct(v.false_reject),
-            f"{pct(v.not_sure_target)} / {pct(v.not_sure_nontarget)}",
-        ]
-        if with_lengths:
-            cells += [pct(r.by_length[x]) if x in r.by_length else "–" for x in LENGTHS_S]
-        lines.append(table_row(cells))
+    lines += [table_row([r.set_name, r.system.label, *_cells(r.full)]) for r in rows]
     return lines
 
 
-def render(
-    held_out: dict[Channel, list[Row]],
-    fitted_all: dict[Channel, list[Row]],
-    shipped: dict[str, CalibrationProfile],
-    by_channel: dict[Channel, list[EmbeddedSet]],
-    in_domain: dict[Channel, list[Row]],
-) -> str:
+def _band_table(rows: list[Row]) -> list[str]:
+    head = "| set | engine | test speech | " + CELLS_HEAD
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for r in rows:
+        for band, trials in r.bands.items():
+            lines.append(table_row([r.set_name, r.system.label, band_label(band), *_cells(trials)]))
+    return lines
+
+
+def render(results: Results) -> str:
+    by_channel = results.by_channel
     out = [
         "# Accuracy",
         "",
-        "Regenerate with `make accuracy` (about 15 minutes on 2 cores; embeddings are cached in `.cache/accuracy/`).",
+        "Regenerate with `make accuracy` (about 30 minutes on 2 cores; embeddings are cached in `.cache/accuracy/`).",
         "Source: `voxgate/evaluation/accuracy.py`. Data: `../shared/data/speech` (real recorded speech; see its README).",
         "The notes under the summary and live-stream tables are written by people from the figures; regenerating",
         "keeps them as they are, so check them when the figures change.",
         "",
         "How to read this:",
         "- **Trials**: every pair of distinct recordings *within one set*, one recording enrolled, the other tested.",
-        "  Recordings with less than 1 s of net speech are left out (the CLI's `score`/`evaluate` default).",
+        "  **Every trial counts**: a recording with less net speech than the minimum (`VOXGATE_MIN_SCORE_SPEECH_S`,",
+        f"  {Settings().min_score_speech_s:g} s by default) is refused, and each of its trials is a rejection with LLR 0",
+        "  (`refused %`; a refused same-speaker trial counts as a false reject).",
         "- **Channels**: *wideband* is the 16 kHz sets as recorded. *telephone* is the 8 kHz sets as recorded and the",
-        "  16 kHz sets through a **simulated channel** (resampled to 8 kHz, G.711 µ-law round trip).",
-        "- **Held out**: the profile scoring a set (calibration, fusion weights, AS-norm cohort, verdict thresholds)",
-        "  was fitted on the *other* sets of that channel only. This is what a customer meets on audio we never saw.",
-        "  The wideband channel has only two sets, so each is scored with a profile fitted on the other one alone.",
+        "  16 kHz sets through a **simulated channel** (resampled to 8 kHz, G.711 µ-law round trip). VAD runs at 8 kHz",
+        "  on telephone audio.",
+        "- **Held out**: the profile scoring a set (calibration, fusion weights, verdict thresholds) was fitted on the",
+        "  *other* sets of that channel only. This is what a customer meets on audio we never saw. The wideband",
+        "  channel has only two sets, so each is scored with a profile fitted on the other one alone.",
+        "- **Duration-aware** engines weigh a score by the net speech behind it (the shorter side's, `log` of it,",
+        "  with an interaction per model); their thresholds hold in every test-speech band with enough trials.",
+        "- **Speech bands**: the test side cut to its first 2, 4.5, 8 and 20 s of net speech (enrollment side whole)",
+        "  pooled with the whole recordings, each trial in the band of its test side's net speech.",
         "- **EER, minDCF** (P_target = 0.01, normalised) measure discrimination; **Cllr** (bits) measures the",
         "  calibrated LLRs, **minCllr** what perfect calibration would give. Verdict rates: `verified` given to",
-        "  non-target trials (FA), `not_verified` given to target trials (FR), `not_sure` for each.",
-        "- Speech length: the test side cut to its first 3 s or 10 s of net speech (enrollment side full); only",
-        "  test recordings with at least that much speech take part.",
+        "  non-target trials (FA), `not_verified` (or refused) given to target trials (FR), `not_sure` for each.",
+        "- **Naive fusion**: the mean of the raw ECAPA and CAM++ cosines of the *whole* recordings (no VAD), the",
+        "  baseline a short-speech engine has to beat.",
         "",
-        "Verdict thresholds are fitted for two operating points on *every* fitting set: `verified` at ≤ 0.5 % false",
-        "accepts and `not_verified` at ≤ 2 % false rejects (the strictest set decides). Between them: `not_sure`.",
+        "Verdict thresholds are fitted for two operating points on *every* fitting set (and, duration-aware, every",
+        "speech band): `verified` at ≤ 0.3 % false accepts and `not_verified` at ≤ 2 % false rejects (the strictest",
+        "decides). Between them: `not_sure`.",
         "",
     ]
-    default = SHIPPED[""]
+    default = next(x for x in SYSTEMS if x.key == DEFAULT)
     out += [
         SUMMARY,
         "",
-        f"The shipped default engine is {next(x.label for x in SYSTEMS if x.key == default)}. "
-        "Each row: the same trials, held-out profiles.",
+        f"The shipped default engine is {default.label}. Each row: the same trials (every pair of whole recordings), held-out profiles.",
         "",
-        "| channel | set | ECAPA EER % | default EER % | ECAPA Cllr | default Cllr | default `verified` FA % | default `not_verified` FR % |",
-        "|---|---|---|---|---|---|---|---|",
+        "| channel | set | ECAPA EER % | naive fusion EER % | default EER % | default Cllr | refused % | default `verified` FA % | default `not_verified` FR % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
-        rows = {(r.set_name, r.system.key): r for r in held_out[channel]}
+        rows = {(r.set_name, r.system.key): r for r in results.held_out[channel]}
         for embedded in by_channel[channel]:
-            e, d = rows[(embedded.name, "ecapa-raw")], rows[(embedded.name, default)]
+            e, d = rows[(embedded.name, "ecapa-raw")], rows[(embedded.name, DEFAULT)]
             out.append(
-                f"| {channel.value} | {embedded.name} | {pct(e.metrics.eer)} | {pct(d.metrics.eer)} | "
-                f"{e.metrics.cllr:.3f} | {d.metrics.cllr:.3f} | {pct(d.rates.false_accept)} | {pct(d.rates.false_reject)} |"
+                table_row(
+                    [
+                        channel.value,
+                        embedded.name,
+                        pct(e.metrics.eer),
+                        pct(results.naive[(channel, embedded.name)]),
+                        pct(d.metrics.eer),
+                        f"{d.metrics.cllr:.3f}",
+                        pct(d.full.refused / len(d.full.verdicts)),
+                        pct(d.rates.false_accept),
+                        pct(d.rates.false_reject),
+                    ]
+                )
             )
     out += ["", *notes_block(), ""]
+    out += [
+        "## Short speech: the default engine by test-speech band (held out)",
+        "",
+        "Every trial of each band counted, refused ones included. `< 1.5 s` holds the recordings that are that",
+        "short as recorded (and the trials refused for too little speech).",
+        "",
+    ]
+    for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
+        out += [f"### {channel.value.capitalize()}", ""]
+        out += [*_band_table([r for r in results.held_out[channel] if r.system.key == DEFAULT]), ""]
+    out += [
+        "## Text-dependent: three short recordings enrolled, one tested",
+        "",
+        f"The passphrase case on the sets of short clips: each speaker's usable recordings in groups of {PASSPHRASE_ENROLL}"
+        " (manifest order) are enrolled together, and every other recording of the set is tested against each group.",
+        "The manifests carry no transcripts, so same-phrase trials cannot be picked out: the clips are words from one",
+        "small vocabulary (Arabic commands, English digits), so their lexical overlap is high but not complete.",
+        "*Default* is the shipped default engine, held out; *passphrase* is a profile fitted on these trials of the",
+        "other half of the set's speakers (speaker-disjoint, both halves pooled). The shipped `<channel>-passphrase`",
+        "profiles are fitted on all of them.",
+        "",
+    ]
+    for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
+        if results.passphrase[channel]:
+            out += [f"### {channel.value.capitalize()}", ""]
+            out += [*_table(results.passphrase[channel]), ""]
     for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
         sets = by_channel[channel]
         out += [f"## {channel.value.capitalize()} channel, held out", ""]
@@ -328,45 +492,41 @@ def render(
             f"Sets: {', '.join(f'`{s.name}`' + (' (simulated channel)' if channel is Channel.TELEPHONE and max(r.source_rate_hz for r in s.results if not r.error) > 8000 else '') for s in sets)}.",
             "",
         ]
-        out += [*_table(held_out[channel], with_lengths=True), ""]
+        out += [*_table(results.held_out[channel]), ""]
     out += [
         "## After calibrating on your own recordings (in-domain, speaker-disjoint)",
         "",
         "What `voxgate calibrate` buys a customer: each set's speakers are split in two halves; a profile is fitted on",
-        "one half's recordings only (calibration, fusion weights and, for AS-norm, the cohort) and scores the trials of",
-        "the other half, and the other way round; the figures pool both halves. No speaker is scored by a profile that",
-        "saw them.",
+        "one half's recordings only and scores the trials of the other half, and the other way round; the figures",
+        "pool both halves. No speaker is scored by a profile that saw them.",
         "",
     ]
     for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
         out += [f"### {channel.value.capitalize()}", ""]
-        out += [*_table(in_domain[channel], with_lengths=True), ""]
+        out += [*_table(results.in_domain[channel]), ""]
     out += [
         "## The shipped profiles, on the sets they were fitted on",
         "",
-        "The profiles in `voxgate/profiles/` are fitted on all sets of their channel (AS-norm cohort drawn from all",
-        "of them). Figures on the same sets are optimistic for calibration; they show the thresholds hold where they",
-        "were set.",
+        "The profiles in `voxgate/profiles/` are fitted on all sets of their channel. Figures on the same sets are",
+        "optimistic for calibration; they show the thresholds hold where they were set.",
         "",
     ]
     for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
         out += [f"### {channel.value.capitalize()}", ""]
-        out += [
-            *_table([r for r in fitted_all[channel] if r.system.key in SHIPPED.values()], with_lengths=False),
-            "",
-        ]
+        out += [*_table([r for r in results.fitted_all[channel] if r.system.key in SHIPPED.values()]), ""]
     out += [
         "### Profiles",
         "",
         "| profile | engine | accept LLR | reject LLR | fitted on (target / non-target trials) | hash |",
         "|---|---|---|---|---|---|",
     ]
-    for name, profile in sorted(shipped.items()):
+    for name, profile in sorted(results.shipped.items()):
         fitted = ", ".join(
             f"{s['name']} ({s['target_trials']} / {s['nontarget_trials']})" for s in profile.fitted_on["sets"]
         )
+        kind = "duration-aware" if profile.quality is not None else "fixed"
         out.append(
-            f"| `{name}` | {profile.model_id} ({profile.terms[0].normalisation}) | {profile.thresholds.accept_llr:g} | {profile.thresholds.reject_llr:g} | {fitted} | `{profile.content_hash[:12]}` |"
+            f"| `{name}` | {profile.model_id} ({kind}) | {profile.thresholds.accept_llr:g} | {profile.thresholds.reject_llr:g} | {fitted} | `{profile.content_hash[:12]}` |"
         )
     out.append("")
     return "\n".join(out)
@@ -386,13 +546,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.speech.is_dir():
         print(f"accuracy: no speech folder at {args.speech}", file=sys.stderr)
         return 1
-    held_out, fitted_all, shipped, by_channel, in_domain = run(args.speech, Settings(), args.cache, args.jobs)
+    results = run(args.speech, Settings(), args.cache, args.jobs)
     if args.write_profiles:
-        for name, profile in shipped.items():
+        for name, profile in results.shipped.items():
             profile.save(REPO / "voxgate" / "profiles" / f"{name}.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = args.out.read_text() if args.out.exists() else ""
-    new = keep_foreign(old, render(held_out, fitted_all, shipped, by_channel, in_domain))
+    new = keep_foreign(old, render(results))
     args.out.write_text(carry_notes(old, new))
     print(f"accuracy: wrote {args.out}", file=sys.stderr)
     return 0

@@ -15,7 +15,7 @@ from voxgate.audio.channel import telephone_channel
 from voxgate.audio.decode import decode_file
 from voxgate.audio.types import Audio, AudioLimits
 from voxgate.biometrics.engine import Biometrics
-from voxgate.biometrics.voiceprint import Voiceprint
+from voxgate.biometrics.voiceprint import Embedding, Voiceprint
 from voxgate.errors import VoxgateError
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class EmbedJob:
     channel: int | None = None
     max_chunk_s: float = 60.0
     int8: bool = False  # the statically quantised models
+    whole_clip: bool = False  # also embed the whole recording, no VAD (the naive baseline of the report)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class FileResult:
     speech_s: float
     voiceprints: dict[float | None, Voiceprint]
     error: str | None = None
+    whole: Voiceprint | None = None  # the whole recording, no VAD (``EmbedJob.whole_clip``)
 
 
 _worker: tuple[EmbedJob, Biometrics] | None = None
@@ -66,6 +68,7 @@ def embed_one(path: Path, job: EmbedJob, biometrics: Biometrics) -> FileResult:
     """Decode, find the speech, embed; a file that cannot be used yields its error, not an exception."""
     source_rate_hz = 0
     speech_s = 0.0
+    whole: Voiceprint | None = None
     try:
         audio = decode_file(path, limits=job.limits, channel=job.channel)
         source_rate_hz = audio.sample_rate_hz
@@ -74,6 +77,17 @@ def embed_one(path: Path, job: EmbedJob, biometrics: Biometrics) -> FileResult:
             audio = Audio(samples, rate, audio.channels_in_source, "ULAW", "simulated telephone channel")
         analysis = biometrics.analyse(audio)
         speech_s = analysis.speech_s
+        whole = (
+            Voiceprint(
+                {
+                    m: Embedding(m, model.version, biometrics.embed(model, analysis.samples))
+                    for m, model in biometrics.models.items()
+                },
+                analysis.duration_s,
+            )
+            if job.whole_clip
+            else None
+        )
         # A crop exists only where the recording has more speech than the crop length.
         voiceprints = {
             length: biometrics.voiceprint(analysis, min_speech_s=job.min_speech_s, max_speech_s=length)
@@ -81,8 +95,8 @@ def embed_one(path: Path, job: EmbedJob, biometrics: Biometrics) -> FileResult:
             if length is None or speech_s > length
         }
     except VoxgateError as exc:
-        return FileResult(path, source_rate_hz, speech_s, {}, f"{type(exc).__name__}: {exc}")
-    return FileResult(path, source_rate_hz, speech_s, voiceprints)
+        return FileResult(path, source_rate_hz, speech_s, {}, f"{type(exc).__name__}: {exc}", whole)
+    return FileResult(path, source_rate_hz, speech_s, voiceprints, whole=whole)
 
 
 def embed_files(

@@ -5,8 +5,9 @@ Used by ``voxgate calibrate`` and by the accuracy report that fits the shipped d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,14 @@ from voxgate.biometrics.calibration import (
     fit_linear_fusion,
     fit_thresholds,
 )
-from voxgate.biometrics.profile import CalibrationProfile, Channel, ModelTerm, Thresholds
+from voxgate.biometrics.profile import (
+    CalibrationProfile,
+    Channel,
+    ModelTerm,
+    QualityTerm,
+    Thresholds,
+    speech_of,
+)
 from voxgate.biometrics.voiceprint import Voiceprint
 from voxgate.evaluation.datasets import Dataset
 from voxgate.evaluation.embedding import FileResult
@@ -51,33 +59,118 @@ class EmbeddedSet:
     def voiceprints(self, indices: IntArray, length_s: float | None = None) -> list[Voiceprint]:
         return [self.results[i].voiceprints[length_s] for i in indices]
 
-    def trials(
-        self, test_length_s: float | None = None
-    ) -> tuple[list[Voiceprint], list[Voiceprint], IntArray, BoolArray]:
-        """Pairs of distinct usable files: (enrolled, tests, (pairs, 2) indices into them, same speaker?).
+    def trials(self, crops_s: Sequence[float] = ()) -> Trials:
+        """Every trial of the set, the refused ones counted apart.
 
-        Without a crop every unordered pair is used once. With ``test_length_s`` the test side is cut to
-        that much net speech, and every ordered pair whose test file has that much speech is used.
+        Full recordings: every unordered pair of distinct files once. Each crop length: the test side cut
+        to its first that many seconds of net speech, every ordered pair whose test file has more speech
+        than that. A trial with a file that gave no voiceprint is refused (LLR 0, a rejection).
         """
         full = self.usable()
         speakers = np.array(self.dataset.speakers)
+        n = len(self.results)
+        ok = np.zeros(n, dtype=bool)
+        ok[full] = True
+        position = np.full(n, -1, dtype=np.int64)
+        position[full] = np.arange(len(full))
         enrolled = self.voiceprints(full)
-        if test_length_s is None:
-            i, j = np.triu_indices(len(full), k=1)
-            pairs = np.stack([i, j], axis=1).astype(np.int64)
-            return enrolled, enrolled, pairs, speakers[full[i]] == speakers[full[j]]
-        cropped = self.usable(test_length_s)
-        tests = self.voiceprints(cropped, test_length_s)
-        i, j = (
-            grid.ravel() for grid in np.meshgrid(np.arange(len(full)), np.arange(len(cropped)), indexing="ij")
-        )
-        distinct = full[i] != cropped[j]
-        i, j = i[distinct], j[distinct]
-        return (
+        tests = list(enrolled)
+        file_speech = np.array([r.speech_s for r in self.results], dtype=np.float64)
+        i, j = np.triu_indices(n, k=1)
+        scorable = ok[i] & ok[j]
+        pairs = [np.stack([position[i[scorable]], position[j[scorable]]], axis=1)]
+        is_target = [speakers[i[scorable]] == speakers[j[scorable]]]
+        refused_target = [speakers[i[~scorable]] == speakers[j[~scorable]]]
+        refused_test_s = [np.minimum(file_speech[i[~scorable]], file_speech[j[~scorable]])]
+        for crop in crops_s:
+            cropped = self.usable(crop)
+            if not len(cropped):
+                continue
+            offset = len(tests)
+            tests += self.voiceprints(cropped, crop)
+            e, t = (g.ravel() for g in np.meshgrid(np.arange(n), np.arange(len(cropped)), indexing="ij"))
+            distinct = e != cropped[t]
+            e, t = e[distinct], t[distinct]
+            scorable = ok[e]
+            pairs.append(np.stack([position[e[scorable]], offset + t[scorable]], axis=1))
+            is_target.append(speakers[e[scorable]] == speakers[cropped[t[scorable]]])
+            refused_target.append(speakers[e[~scorable]] == speakers[cropped[t[~scorable]]])
+            refused_test_s.append(np.full(int((~scorable).sum()), crop))
+        return Trials(
+            self.name,
             enrolled,
             tests,
-            np.stack([i, j], axis=1).astype(np.int64),
-            speakers[full[i]] == speakers[cropped[j]],
+            np.concatenate(pairs).astype(np.int64),
+            np.concatenate(is_target),
+            np.concatenate(refused_target),
+            np.concatenate(refused_test_s),
+        )
+
+
+@dataclass(frozen=True)
+class Trials:
+    """A set's trials: the scorable ones as pairs of voiceprints, the refused ones only counted."""
+
+    name: str
+    enrolled: list[Voiceprint]
+    tests: list[Voiceprint]
+    pairs: IntArray  # (scorable, 2) indices into enrolled, tests
+    is_target: BoolArray  # (scorable,)
+    refused_target: BoolArray  # (refused,) same speaker?
+    refused_test_s: FloatArray  # (refused,) the shorter side's net speech (for bands)
+
+    @property
+    def test_s(self) -> FloatArray:
+        """Each scorable trial's test-side net speech, seconds."""
+        return speech_of(self.tests)[self.pairs[:, 1]]
+
+    def quality(self, term: QualityTerm) -> FloatArray:
+        return term.measure(speech_of(self.enrolled)[self.pairs[:, 0]], self.test_s)
+
+    def scored(self, profile: CalibrationProfile) -> ScoredTrials:
+        """Every trial's LLR and verdict under ``profile``; refused ones get LLR 0 and their own verdict."""
+        llr = profile.pair_llrs(self.enrolled, self.tests, self.pairs)
+        verdicts = [profile.thresholds.verdict(float(x)).value for x in llr]
+        n_refused = len(self.refused_target)
+        return ScoredTrials(
+            np.concatenate([llr, np.zeros(n_refused, dtype=np.float32)]),
+            np.concatenate([self.is_target, self.refused_target]),
+            np.concatenate([self.test_s, self.refused_test_s]),
+            verdicts + [REFUSED] * n_refused,
+        )
+
+
+REFUSED = "insufficient_speech"
+
+
+@dataclass(frozen=True)
+class ScoredTrials:
+    """Every trial of a set (refused ones included, LLR 0), for figures that count them all."""
+
+    llr: FloatArray
+    is_target: BoolArray
+    test_s: FloatArray
+    verdicts: list[str]
+
+    def select(self, mask: BoolArray) -> ScoredTrials:
+        return ScoredTrials(
+            self.llr[mask],
+            self.is_target[mask],
+            self.test_s[mask],
+            [v for v, keep in zip(self.verdicts, mask, strict=True) if keep],
+        )
+
+    @property
+    def refused(self) -> int:
+        return sum(v == REFUSED for v in self.verdicts)
+
+    @staticmethod
+    def pooled(parts: Sequence[ScoredTrials]) -> ScoredTrials:
+        return ScoredTrials(
+            np.concatenate([p.llr for p in parts]),
+            np.concatenate([p.is_target for p in parts]),
+            np.concatenate([p.test_s for p in parts]),
+            [v for p in parts for v in p.verdicts],
         )
 
 
@@ -130,11 +223,53 @@ def unfitted_profile(
     )
 
 
+# Speech lengths (net, seconds) of the test side, for duration-aware fitting and the report's bands.
+CROPS_S = (2.0, 4.5, 8.0, 20.0)  # one inside each band from 1.5 s up
+BANDS_S = ((0.0, 1.5), (1.5, 3.0), (3.0, 6.0), (6.0, 10.0), (10.0, 30.0), (30.0, math.inf))
+DEFAULT_QUALITY = QualityTerm(weight=0.0, interaction=())  # the measure's bounds for fitting
+
+
+def band_label(band: tuple[float, float]) -> str:
+    low, high = band
+    return f"< {high:g} s" if low == 0 else (f"≥ {low:g} s" if math.isinf(high) else f"{low:g}–{high:g} s")
+
+
 def normalised_trials(
-    profile: CalibrationProfile, embedded: EmbeddedSet, test_length_s: float | None = None
+    profile: CalibrationProfile, trials: Trials, quality: QualityTerm | None = None
 ) -> TrialSet:
-    enrolled, tests, pairs, is_target = embedded.trials(test_length_s)
-    return TrialSet(embedded.name, profile.normalised_pairs(enrolled, tests, pairs), is_target)
+    """The scorable trials' normalised scores (and quality measures, for a duration-aware fit)."""
+    return TrialSet(
+        trials.name,
+        profile.normalised_pairs(trials.enrolled, trials.tests, trials.pairs),
+        trials.is_target,
+        None if quality is None else trials.quality(quality),
+    )
+
+
+def _threshold_groups(
+    profile: CalibrationProfile, trials: Sequence[Trials], banded: bool
+) -> list[tuple[FloatArray, BoolArray]]:
+    """Each set's scorable LLRs, split by test-speech band when ``banded`` (bands with too few trials
+    for the operating points are left to the others)."""
+    groups = []
+    for t in trials:
+        llr = profile.pair_llrs(t.enrolled, t.tests, t.pairs)
+        if not banded:
+            groups.append((llr, t.is_target))
+            continue
+        test_s = t.test_s
+        for low, high in BANDS_S:
+            inside = (test_s >= low) & (test_s < high)
+            if (
+                (t.is_target[inside]).sum() >= MIN_BAND_TARGETS
+                and (~t.is_target[inside]).sum() >= MIN_BAND_NONTARGETS
+            ):
+                groups.append((llr[inside], t.is_target[inside]))
+    return groups
+
+
+MIN_BAND_TARGETS = 50
+MIN_BAND_NONTARGETS = 1000
 
 
 def fit_profile(
@@ -150,20 +285,41 @@ def fit_profile(
     reject_frr: float = DEFAULT_REJECT_FRR,
     parent_hash: str | None = None,
     description: str = "",
+    duration_aware: bool = False,
+    trials: Sequence[Trials] | None = None,
 ) -> CalibrationProfile:
-    """Fit fusion weights, offset and verdict thresholds on every pair of recordings within each set."""
+    """Fit fusion weights, offset and verdict thresholds on every pair of recordings within each set.
+
+    ``duration_aware``: the test sides are also cut to each of ``CROPS_S`` seconds of net speech, the fit
+    learns how speech length changes a score's meaning (:class:`QualityTerm`), and the thresholds hold
+    in every test-speech band with enough trials, not just on average. ``trials`` replaces the sets'
+    own trials (e.g. several recordings enrolled together)."""
     base = unfitted_profile(sets, model_ids, normalisation, top_k, cohort_size)
-    trial_sets = [normalised_trials(base, s) for s in sets]
+    if trials is None:
+        trials = [s.trials(CROPS_S if duration_aware else ()) for s in sets]
+    quality = DEFAULT_QUALITY if duration_aware else None
+    trial_sets = [normalised_trials(base, t, quality) for t in trials]
     weights, offset = fit_linear_fusion(trial_sets)
+    n = len(base.terms)
     terms = tuple(
         ModelTerm(t.model_id, t.model_version, float(w), t.normalisation, t.top_k, t.cohort)
-        for t, w in zip(base.terms, weights, strict=True)
+        for t, w in zip(base.terms, weights[:n], strict=True)
+    )
+    fitted_quality = (
+        None
+        if quality is None
+        else replace(quality, weight=float(weights[n]), interaction=tuple(float(w) for w in weights[n + 1 :]))
     )
     fitted = CalibrationProfile(
-        name=name, channel=channel, terms=terms, offset=offset, thresholds=Thresholds(0, 0)
+        name=name,
+        channel=channel,
+        terms=terms,
+        offset=offset,
+        thresholds=Thresholds(0, 0),
+        quality=fitted_quality,
     )
-    llrs = [(fitted.llr_from_normalised(ts.scores), ts.is_target) for ts in trial_sets]
-    thresholds = fit_thresholds(llrs, accept_far=accept_far, reject_frr=reject_frr)
+    groups = _threshold_groups(fitted, trials, banded=duration_aware)
+    thresholds = fit_thresholds(groups, accept_far=accept_far, reject_frr=reject_frr)
     fitted_on: dict[str, Any] = {
         "sets": [
             {
@@ -176,7 +332,12 @@ def fit_profile(
             }
             for s, ts in zip(sets, trial_sets, strict=True)
         ],
-        "trials": "every pair of distinct recordings within one set",
+        "trials": "every pair of distinct recordings within one set"
+        + (
+            f"; test side also cut to {', '.join(f'{c:g}' for c in CROPS_S)} s of net speech"
+            if duration_aware
+            else ""
+        ),
         "cohort_size": 0 if normalisation == "none" else int(terms[0].cohort.shape[0]),  # type: ignore[union-attr]
     }
     return CalibrationProfile(
@@ -185,6 +346,7 @@ def fit_profile(
         terms=terms,
         offset=offset,
         thresholds=thresholds,
+        quality=fitted_quality,
         parent_hash=parent_hash,
         description=description,
         fitted_on=fitted_on,

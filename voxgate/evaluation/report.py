@@ -8,16 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from voxgate.biometrics.metrics import SummaryMetrics, summarize
 from voxgate.biometrics.profile import CalibrationProfile, Verdict
 from voxgate.evaluation.plots import plot_det, plot_histogram
 from voxgate.evaluation.trials import TrialScore, write_scores
 
+ACCEPTED_OR_UNSURE = (Verdict.VERIFIED.value, Verdict.NOT_SURE.value)
+
 
 @dataclass(frozen=True)
 class VerdictRates:
-    """How often each verdict was wrong or undecided."""
+    """How often each verdict was wrong or undecided. A refused trial (too little speech, unusable file) is
+    a rejection: a refused target trial counts as a false reject."""
 
     false_accept: float  # non-target trials answered `verified`
     false_reject: float  # target trials answered `not_verified`
@@ -29,9 +33,10 @@ class VerdictRates:
         def share(verdicts: Sequence[str], verdict: Verdict) -> float:
             return sum(v == verdict.value for v in verdicts) / max(1, len(verdicts))
 
+        rejected = sum(v not in ACCEPTED_OR_UNSURE for v in target_verdicts) / max(1, len(target_verdicts))
         return cls(
             false_accept=share(nontarget_verdicts, Verdict.VERIFIED),
-            false_reject=share(target_verdicts, Verdict.NOT_VERIFIED),
+            false_reject=rejected,
             not_sure_target=share(target_verdicts, Verdict.NOT_SURE),
             not_sure_nontarget=share(nontarget_verdicts, Verdict.NOT_SURE),
         )
@@ -39,28 +44,35 @@ class VerdictRates:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """Figures over every labelled trial: an unscored one (too little speech, an unusable file) counts
+    as a rejection with LLR 0, never left out."""
+
     metrics: SummaryMetrics
     rates: VerdictRates
-    unscored: int  # trials with too little speech or an unusable file
+    unscored: int  # trials with too little speech or an unusable file, counted in the figures
 
 
 def _split(scores: Sequence[TrialScore]) -> tuple[list[TrialScore], list[TrialScore]]:
-    scored = [s for s in scores if s.llr is not None and s.trial.target is not None]
-    return [s for s in scored if s.trial.target], [s for s in scored if not s.trial.target]
+    labelled = [s for s in scores if s.trial.target is not None]
+    return [s for s in labelled if s.trial.target], [s for s in labelled if not s.trial.target]
+
+
+def _llrs(scores: Sequence[TrialScore]) -> npt.NDArray[np.float32]:
+    return np.array([0.0 if s.llr is None else s.llr for s in scores], dtype=np.float32)
 
 
 def evaluate(scores: Sequence[TrialScore]) -> Evaluation:
     targets, nontargets = _split(scores)
-    tar = np.array([s.llr for s in targets], dtype=np.float32)
-    non = np.array([s.llr for s in nontargets], dtype=np.float32)
     rates = VerdictRates.of([s.verdict for s in targets], [s.verdict for s in nontargets])
-    return Evaluation(summarize(tar, non), rates, len(scores) - len(targets) - len(nontargets))
+    unscored = sum(s.llr is None for s in (*targets, *nontargets))
+    return Evaluation(summarize(_llrs(targets), _llrs(nontargets)), rates, unscored)
 
 
 def summary_lines(evaluation: Evaluation, profiles: Sequence[CalibrationProfile] = ()) -> list[str]:
     m, r = evaluation.metrics, evaluation.rates
     lines = [
-        f"trials: {m.n_target} target, {m.n_nontarget} non-target, {evaluation.unscored} unscored",
+        f"trials: {m.n_target} target, {m.n_nontarget} non-target; {evaluation.unscored} of them refused "
+        "(too little speech or an unusable file), counted as rejections with LLR 0",
         f"EER: {100 * m.eer:.2f} %",
         f"minDCF (P_target=0.01): {m.min_dcf:.4f}",
         f"Cllr: {m.cllr:.4f} bits   minCllr: {m.min_cllr:.4f} bits",
@@ -90,8 +102,7 @@ def write_report(
     write_scores(scores, buffer, with_target=True)
     (out_dir / "scores.csv").write_text(buffer.getvalue())
     targets, nontargets = _split(scores)
-    tar = np.array([s.llr for s in targets], dtype=np.float32)
-    non = np.array([s.llr for s in nontargets], dtype=np.float32)
+    tar, non = _llrs(targets), _llrs(nontargets)
     plot_det({title: (tar, non)}, out_dir / "det.png", title=f"DET: {title}")
     thresholds = None
     if len(profiles) == 1:

@@ -341,12 +341,13 @@ def compare(
     chunk_s: float,
 ) -> Comparison:
     """Score every unordered pair of units three ways: offline/offline, stream/stream, offline/stream."""
-    off, _, pairs, is_target = offline_set.trials()
-    live, _, live_pairs, _ = stream_set.trials()
-    assert np.array_equal(pairs, live_pairs), "offline and stream sets are not aligned"
+    offline_trials, stream_trials = offline_set.trials(), stream_set.trials()
+    off, pairs, is_target = offline_trials.enrolled, offline_trials.pairs, offline_trials.is_target
+    live = stream_trials.enrolled
+    assert np.array_equal(pairs, stream_trials.pairs), "offline and stream sets are not aligned"
 
     def llr(enrolled: list[Voiceprint], tests: list[Voiceprint]) -> FloatArray:
-        return profile.llr_from_normalised(profile.normalised_pairs(enrolled, tests, pairs))
+        return profile.pair_llrs(enrolled, tests, pairs)
 
     cosines = {
         m: np.array(
@@ -598,8 +599,8 @@ def _fit(sets: Sequence[EmbeddedSet], channel: Channel, name: str) -> Calibratio
 
 
 def _llrs(profile: CalibrationProfile, embedded: EmbeddedSet) -> FloatArray:
-    enrolled, tests, pairs, _ = embedded.trials()
-    return profile.llr_from_normalised(profile.normalised_pairs(enrolled, tests, pairs))
+    trials = embedded.trials()
+    return profile.pair_llrs(trials.enrolled, trials.tests, trials.pairs)
 
 
 # -- the report ----------------------------------------------------------------------------------------

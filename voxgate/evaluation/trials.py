@@ -110,8 +110,7 @@ def score_trials(
         enroll_prints = [enrolled[trials[i].enroll] for i in indices]
         test_prints = [results[root / trials[i].test].voiceprints[None] for i in indices]
         pairs = np.stack([np.arange(len(indices)), np.arange(len(indices))], axis=1)
-        normalised = profile.normalised_pairs(enroll_prints, test_prints, pairs)  # type: ignore[arg-type]
-        llrs = profile.llr_from_normalised(normalised)
+        llrs = profile.pair_llrs(enroll_prints, test_prints, pairs)  # type: ignore[arg-type]
         fused = llrs - profile.offset
         for k, i in enumerate(indices):
             verdict = profile.thresholds.verdict(float(llrs[k])).value
