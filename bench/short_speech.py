@@ -15,6 +15,7 @@ runs on 16 kHz audio here (upsampled for the 8 kHz sets), as the engine did befo
 measurement that made the engine run VAD at 8 kHz on telephone audio (bench/README.md).
 
     python bench/short_speech.py --jobs 2
+    python bench/short_speech.py --vad-only   # how much speech VAD finds on telephone audio, four ways
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from voxgate.audio.channel import telephone_channel
 from voxgate.audio.decode import decode_file
 from voxgate.audio.resample import resample
 from voxgate.audio.types import AudioLimits, FloatArray
-from voxgate.audio.vad import VAD_SAMPLE_RATE_HZ, SegmentationRules, SileroVad, net_speech_s, speech_segments
+from voxgate.audio.vad import (
+    VAD_SAMPLE_RATE_HZ,
+    SegmentationRules,
+    SileroVad,
+    VadState,
+    net_speech_s,
+    speech_segments,
+)
 from voxgate.biometrics.metrics import eer
 from voxgate.biometrics.models import load_model
 from voxgate.biometrics.voiceprint import l2_normalise
@@ -116,6 +124,45 @@ def _embed_file(task: tuple[Path, bool, float, float]) -> dict[str, object]:
     return out
 
 
+class _Unlevelled(VadState):
+    """VAD without the level normalisation (as before issue 11)."""
+
+    def gain(self, window: FloatArray) -> float:
+        return 1.0
+
+
+def vad_only(speech: Path, sets: list[str]) -> None:
+    """Net speech per clip on the telephone channel: VAD on 16 kHz (upsampled) or 8 kHz audio, with and
+    without the level normalisation; the share of clips under 0.5, 1.0 and 1.5 s."""
+    vad = SileroVad(Settings().model_dir)
+    limits = AudioLimits.from_settings(Settings())
+    print("| set (telephone) | VAD | mean net speech s | < 0.5 s | < 1.0 s | < 1.5 s |")
+    print("|---|---|---|---|---|---|")
+    for name in sets:
+        found: dict[str, list[float]] = {}
+        for path in read_dataset(speech / name).files:
+            audio = decode_file(path, limits=limits)
+            x, rate = audio.samples, audio.sample_rate_hz
+            if rate > 8000:
+                x, rate = telephone_channel(x, rate)
+            wide = resample(x, rate, VAD_SAMPLE_RATE_HZ)
+            for label, samples, vad_rate, state in (
+                ("16 kHz (upsampled), no level", wide, 16000, _Unlevelled(16000)),
+                ("16 kHz (upsampled), level", wide, 16000, VadState(16000)),
+                ("8 kHz, no level", x, 8000, _Unlevelled(8000)),
+                ("8 kHz, level (the engine)", x, 8000, VadState(8000)),
+            ):
+                probs = vad.probabilities(samples, state, sample_rate_hz=vad_rate)
+                found.setdefault(label, []).append(net_speech_s(speech_segments(probs)))
+        for label, values in found.items():
+            v = np.array(values)
+            print(
+                f"| {name} | {label} | {v.mean():.2f} | {np.mean(v < 0.5):.1%} | {np.mean(v < 1.0):.1%} | "
+                f"{np.mean(v < 1.5):.1%} |",
+                flush=True,
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speech", type=Path, default=REPO.parent / "shared" / "data" / "speech")
@@ -123,7 +170,11 @@ def main() -> int:
     parser.add_argument("--low-threshold", type=float, default=0.35)
     parser.add_argument("--gap", type=float, default=1.0, help="longest pause kept by the `context` cut, s")
     parser.add_argument("--sets", nargs="*", default=list(SETS))
+    parser.add_argument("--vad-only", action="store_true", help="only how much speech VAD finds")
     args = parser.parse_args()
+    if args.vad_only:
+        vad_only(args.speech, [s for s in args.sets if s != "librispeech_test_other"])
+        return 0
     settings = Settings()
     print("| set | channel | cut | VAD threshold | mean net speech s | no embedding | ECAPA EER % | CAM++ EER % | naive fusion EER % |")
     print("|---|---|---|---|---|---|---|---|---|")

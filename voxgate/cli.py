@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--id", required=True, dest="external_id", help="the customer's external_id")
     enroll.add_argument("files", nargs="+", type=Path, help="recordings (one speaker each)")
     enroll.add_argument("--replace", action="store_true", help="replace an existing voiceprint")
+    enroll.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="text-dependent: 3 to 5 short recordings of the same words (verified from one utterance)",
+    )
     audio_options(enroll)
 
     verify = sub.add_parser("verify", help="verify a recording against a stored voiceprint")
@@ -313,16 +318,23 @@ async def _serve_ports(
 
 
 def _voiceprint_of(
-    path: Path, args: argparse.Namespace, settings: Settings, min_speech_s: float, what: str
+    path: Path,
+    args: argparse.Namespace,
+    settings: Settings,
+    min_speech_s: float,
+    what: str,
+    source: dict[str, Any] | None = None,
 ) -> tuple[CalibrationProfile, SpeechAnalysis, Voiceprint]:
     from voxgate.audio.decode import decode_file
     from voxgate.audio.types import AudioLimits
     from voxgate.audio.vad import SegmentationRules
     from voxgate.biometrics.engine import Biometrics
     from voxgate.biometrics.profile import resolve_profile
+    from voxgate.service.verification import profile_spec
 
     audio = decode_file(path, limits=AudioLimits.from_settings(settings), channel=args.channel)
-    profile = resolve_profile(args.profile or settings.profile, audio.sample_rate_hz)
+    spec = profile_spec(args.profile or settings.profile, source or {}, audio.sample_rate_hz)
+    profile = resolve_profile(spec, audio.sample_rate_hz)
     biometrics = Biometrics(
         settings.model_dir,
         profile.model_ids,
@@ -363,6 +375,7 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
                 channel=args.channel,
                 overwrite=args.replace,
                 min_speech_s=args.min_speech,
+                passphrase=args.passphrase,
             )
         finally:
             await runtime.stop()
@@ -389,7 +402,9 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
     stored = asyncio.run(fetch())
     minimum = settings.min_verify_speech_s if args.min_speech is None else args.min_speech
-    profile, analysis, voiceprint = _voiceprint_of(args.file, args, settings, minimum, "verification")
+    profile, analysis, voiceprint = _voiceprint_of(
+        args.file, args, settings, minimum, "verification", stored.source
+    )
     result = profile.score(stored.voiceprint, voiceprint)
     print(f"verdict: {result.verdict.value}")
     print(f"score: {result.llr:.3f}  (log-likelihood ratio, profile {profile.name})")

@@ -142,12 +142,32 @@ class Settings(BaseSettings):
     min_enroll_speech_s: float = Field(
         default=20.0, ge=0, le=3600, description="Net speech needed to enroll from recordings."
     )
-    min_verify_speech_s: float = Field(default=3.0, ge=0, le=3600, description="Net speech needed to verify.")
+    min_verify_speech_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="Net speech a live stream needs for a verdict. Short speech is scored with a duration-"
+        "aware profile, so `not_sure` is the usual answer where the evidence is thin.",
+    )
+    min_utterance_speech_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="Net speech each recording of a passphrase enrollment (`passphrase=true`) needs.",
+    )
+    passphrase_utterances: int = Field(
+        default=3,
+        ge=1,
+        le=5,
+        description="Recordings a passphrase enrollment needs at least (at most 5): the same words, said "
+        "each time by the customer.",
+    )
     min_score_speech_s: float = Field(
         default=1.0,
         ge=0,
         le=3600,
-        description="Net speech a file needs in `voxgate score/evaluate/calibrate`.",
+        description="Net speech a file needs in `voxgate score/evaluate/calibrate`; a shorter one is refused "
+        "(`insufficient_speech`) and counted as a rejection in the figures.",
     )
     max_embed_chunk_s: float = Field(
         default=60.0,

@@ -7,7 +7,7 @@ windows with a recurrent state, so the same class serves whole recordings (one p
 Telephone audio is analysed at its own 8 kHz (Silero's 256-sample windows), not upsampled: on the
 telephone sets, upsampling to 16 kHz first made Silero miss much of the speech (FSDD digits: mean net
 speech 1.97 s of ~3.3 s clips, 26 % of clips under 1 s; at 8 kHz: 2.78 s and 4 %). Each stream's level
-is brought up before the model sees it (:class:`VadState` tracks its peak; at most +26 dB), as quiet
+is normalised before the model sees it (:class:`VadState` tracks its peak; raised by at most +26 dB), as quiet
 callers were missed (with it: 0.8 % of the FSDD clips under 1 s). Measured by ``bench/short_speech.py``
 and the investigation in docs/accuracy.md.
 """
@@ -31,8 +31,8 @@ TELEPHONE_VAD_RATE_HZ = 8000  # audio that arrived at 8 kHz or less is analysed 
 WINDOW_SAMPLES = 512  # 32 ms at 16 kHz, the model's fixed window
 CONTEXT_SAMPLES = 64  # the model expects the previous window's last 64 samples in front
 WINDOW_S = WINDOW_SAMPLES / VAD_SAMPLE_RATE_HZ  # 32 ms at either rate
-# Level normalisation in front of the model: the running peak is brought to LEVEL_TARGET, by at most
-# LEVEL_MAX_GAIN, never down. Causal (the gain of a window depends only on the audio so far), so a live
+# Level normalisation in front of the model: the running peak is brought to LEVEL_TARGET (quiet audio
+# raised by at most LEVEL_MAX_GAIN, loud audio lowered). Causal (the gain of a window depends only on the audio so far), so a live
 # stream and the offline pass over the same audio see the same input.
 LEVEL_TARGET = 0.5
 LEVEL_MAX_GAIN = 20.0  # +26 dB

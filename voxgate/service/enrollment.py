@@ -55,6 +55,13 @@ DETAILS: dict[EnrollResult, str] = {
 }
 
 MAX_RECORDINGS = 32  # per enrollment from recordings
+MAX_PASSPHRASE_UTTERANCES = 5  # per passphrase enrollment: more repetitions of the words add little
+TEXT_DEPENDENT: Final = "text-dependent"  # the `mode` in a passphrase voiceprint's source
+
+
+def is_text_dependent(source: dict[str, Any]) -> bool:
+    """A voiceprint enrolled from passphrase recordings (scored with the passphrase profile)."""
+    return source.get("mode") == TEXT_DEPENDENT
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ class RecordingsEnrolled:
     voiceprint: Voiceprint  # what was stored: all recordings, weighted by net speech
     recordings: list[RecordingSpeech]
     replaced: bool
+    passphrase: bool = False
 
     @property
     def model(self) -> str:
@@ -209,13 +217,20 @@ async def enroll_recordings(
     channel: int | None = None,
     overwrite: bool = False,
     min_speech_s: float | None = None,
+    passphrase: bool = False,
 ) -> RecordingsEnrolled:
     """One voiceprint from every recording (each must hold the minimum net speech on its own), stored
     under ``external_id`` in one write: either all of it is stored or nothing is. The ``import`` event
-    records the outcome, failures included. Recordings are read one at a time, so only one is in memory."""
+    records the outcome, failures included. Recordings are read one at a time, so only one is in memory.
+
+    ``passphrase``: the text-dependent case, 3 (``VOXGATE_PASSPHRASE_UTTERANCES``) to 5 short recordings
+    of the same words, each with ``VOXGATE_MIN_UTTERANCE_SPEECH_S`` of speech; the voiceprint is marked
+    ``text-dependent`` and verified with the passphrase calibration profile."""
     sessions = runtime.store.sessions
     biometrics = runtime.require_biometrics()
-    minimum = runtime.settings.min_enroll_speech_s if min_speech_s is None else min_speech_s
+    settings = runtime.settings
+    default_minimum = settings.min_utterance_speech_s if passphrase else settings.min_enroll_speech_s
+    minimum = default_minimum if min_speech_s is None else min_speech_s
     limits = AudioLimits.from_settings(runtime.settings)
     parts: list[Voiceprint] = []
     heard: list[RecordingSpeech] = []
@@ -226,9 +241,10 @@ async def enroll_recordings(
             )
         budget_s = limits.max_duration_s  # for all the recordings together: 32 small files of hours of
         # silence must not cost 32 times the limit (each is refused from its header before decoding)
+        most = MAX_PASSPHRASE_UTTERANCES if passphrase else MAX_RECORDINGS
         async for recording in recordings:
-            if len(heard) == MAX_RECORDINGS:
-                raise AudioError(f"at most {MAX_RECORDINGS} recordings per enrollment")
+            if len(heard) == most:
+                raise AudioError(f"at most {most} recordings per {'passphrase ' if passphrase else ''}enrollment")
             if budget_s <= 0:
                 raise AudioTooLong(
                     f"{recording.filename}: the recordings of one enrollment may last {limits.max_duration_s:g} s "
@@ -257,8 +273,15 @@ async def enroll_recordings(
             heard.append(speech)
         if not parts:
             raise EmptyAudio("no recording was given: send at least one")
+        if passphrase and len(parts) < settings.passphrase_utterances:
+            raise AudioError(
+                f"a passphrase enrollment needs {settings.passphrase_utterances} to {MAX_PASSPHRASE_UTTERANCES} "
+                f"recordings of the same words (VOXGATE_PASSPHRASE_UTTERANCES), got {len(parts)}"
+            )
         combined = combine(parts)
-        source = {"type": "recordings", "files": [r.filename for r in heard]}
+        source: dict[str, Any] = {"type": "recordings", "files": [r.filename for r in heard]}
+        if passphrase:
+            source["mode"] = TEXT_DEPENDENT
         await voiceprints.add(sessions, external_id, combined, source, replace=overwrite)
     except (AudioError, InsufficientSpeech, VoiceprintExists, ModelError) as exc:
         metrics.enrolled("recordings", "failed")
@@ -271,7 +294,7 @@ async def enroll_recordings(
             error_type=type(exc).__name__,
         )
         raise
-    done = RecordingsEnrolled(external_id, combined, heard, replaced=overwrite)
+    done = RecordingsEnrolled(external_id, combined, heard, replaced=overwrite, passphrase=passphrase)
     metrics.enrolled("recordings", "created")
     await events.record(
         sessions,
@@ -281,5 +304,6 @@ async def enroll_recordings(
         speech_s=combined.speech_s,
         files=len(heard),
         model=done.model,
+        mode=TEXT_DEPENDENT if passphrase else "text-independent",
     )
     return done

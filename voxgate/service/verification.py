@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from voxgate.biometrics.profile import Verdict
+from voxgate.biometrics.profile import Verdict, channel_for_rate
 from voxgate.errors import InsufficientSpeech, VoiceprintNotFound
 from voxgate.service import metrics
+from voxgate.service.enrollment import is_text_dependent
 from voxgate.store import events, profiles, voiceprints
 from voxgate.store.db import DbSessions
 from voxgate.streams import StreamSession
@@ -84,7 +85,9 @@ async def verify_stream(
                 NOT_ENOUGH_SPEECH, VERIFY_NOT_ENOUGH, stream.uuid, external_id, exc.speech_s, required_s
             )
         else:
-            profile = await profiles.active_profile(sessions, stream.sample_rate_hz, runtime.settings.profile)
+            profile = await profiles.active_profile(
+                sessions, stream.sample_rate_hz, profile_spec(runtime.settings.profile, stored.source, stream.sample_rate_hz)
+            )
             scored = profile.score(stored.voiceprint, test)
             done = VerifyOutcome(
                 VERDICTS[scored.verdict],
@@ -102,6 +105,14 @@ async def verify_stream(
     if record:
         record_verify(sessions, done)
     return done
+
+
+def profile_spec(configured: str, source: dict[str, Any], sample_rate_hz: int) -> str:
+    """The shipped passphrase profile for a text-dependent voiceprint when the profile is ``auto``
+    (an active customer profile still comes first: :func:`voxgate.store.profiles.active_profile`)."""
+    if configured == "auto" and is_text_dependent(source):
+        return f"{channel_for_rate(sample_rate_hz).value}-passphrase"
+    return configured
 
 
 def record_verify(sessions: DbSessions, outcome: VerifyOutcome, **extra: Any) -> None:

@@ -297,6 +297,14 @@ async def import_recordings(
     overwrite: Annotated[
         bool, Form(description="Replace an existing voiceprint of this external_id.")
     ] = False,
+    passphrase: Annotated[
+        bool,
+        Form(
+            description="Text-dependent: 3 to 5 short recordings of the same words (each with "
+            "`VOXGATE_MIN_UTTERANCE_SPEECH_S` of speech), verified later from one utterance with the "
+            "shipped passphrase profile."
+        ),
+    ] = False,
 ) -> ImportResponse:
     runtime.require_biometrics()  # 503 before any upload is read
     if len(files) > MAX_RECORDINGS:
@@ -312,7 +320,7 @@ async def import_recordings(
             yield Recording(filename, data)
 
     done = await enrollment.enroll_recordings(
-        runtime, external_id, recordings(), channel=channel, overwrite=overwrite
+        runtime, external_id, recordings(), channel=channel, overwrite=overwrite, passphrase=passphrase
     )
     return ImportResponse(
         external_id=external_id,
