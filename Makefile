@@ -4,7 +4,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.voxgate-installed
 PORT  ?= 8000
 
-.PHONY: run setup models test lint unit accuracy accuracy-streaming bench clean
+.PHONY: run setup models cluster-tools test lint unit accuracy accuracy-streaming bench clean
 
 run: models
 	$(BIN)/voxgate serve --port $(PORT)
@@ -25,7 +25,11 @@ lint: setup
 	$(BIN)/mypy voxgate
 	$(BIN)/mypy tests bench
 
-unit: models
+# PostgreSQL (Debian package) for the tests that run on both stores; a no-op once installed
+cluster-tools:
+	bash scripts/cluster-tools.sh postgresql
+
+unit: models cluster-tools
 	$(BIN)/python -m pytest
 
 accuracy: models

@@ -1,12 +1,23 @@
-"""Shared fixtures: the real speech beside the repository and prepared models."""
+"""Shared fixtures: the real speech beside the repository, prepared models, and the stores tests run on.
+
+Tests marked ``both_stores`` that take the ``store_backend`` fixture (directly or through ``store_url`` or
+tests/api's ``settings``) run twice: on SQLite and on PostgreSQL (``[postgresql]``, also marked
+``postgresql``: ``-m "not postgresql"`` leaves those out). The PostgreSQL server is a throwaway one started
+once per session, only when a test needs it (``tests/postgres.py``); without PostgreSQL those tests fail
+and say which script installs it. Every other test runs on SQLite only.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresMissing, PostgresServer, StoreUrls, ensure_installed
 from voxgate.settings import Settings
+
+STORES = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql))
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
 LIBRI = SPEECH / "librispeech_test_other"
@@ -35,3 +46,43 @@ def model_dir() -> Path:
 
 def libri_files(speaker: str) -> list[Path]:
     return sorted((LIBRI / speaker).glob("*.flac"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("store_backend", STORES, indirect=True)
+
+
+@pytest.fixture
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The store under test: ``sqlite`` unless the test is marked ``both_stores`` (then each in turn)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session (started on first use)."""
+    try:
+        bin_dir = ensure_installed()
+    except PostgresMissing as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    server = PostgresServer.start(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StoreUrls]:
+    """URLs of fresh stores on the store under test (``StoreUrls``): ``store_url()``, ``store_url("b")``."""
+    server = request.getfixturevalue("postgres_server") if store_backend == "postgresql" else None
+    urls = StoreUrls(store_backend, tmp_path, server)
+    try:
+        yield urls
+    finally:
+        urls.drop()

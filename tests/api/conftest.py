@@ -1,4 +1,12 @@
-"""The real app in process (httpx over ASGI, lifespan run), with a fresh store and a logged-in token."""
+"""The real app in process (httpx over ASGI, lifespan run), with a fresh store and a logged-in token.
+
+The store is SQLite in the test's data directory. The modules whose subject is what the store keeps run on
+PostgreSQL too (marked ``both_stores``; their ``settings`` then also name a fresh PostgreSQL database):
+test_auth (account, tokens, login events), test_backup, test_logging (the event log, billing usage),
+test_maintenance (the persisted lock), test_profiles, test_snapshots and test_voiceprints (enroll, verify,
+import). The rest of tests/api runs on SQLite only: what they test is above the store, and their
+repositories' PostgreSQL behaviour is covered by tests/store (all of it on both stores).
+"""
 
 from __future__ import annotations
 
@@ -23,12 +31,16 @@ ADMIN_PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, model_dir: Path) -> Settings:
+def settings(tmp_path: Path, model_dir: Path, store_backend: str, request: pytest.FixtureRequest) -> Settings:
+    """The app's settings; its store is SQLite in the data directory, or in a module marked ``both_stores``
+    also a fresh PostgreSQL database (``[postgresql]``; tests/conftest.py)."""
+    database_url = request.getfixturevalue("store_url")() if store_backend == "postgresql" else None
     return Settings(
         data_dir=tmp_path / "data",
         model_dir=model_dir,
         admin_password=SecretStr(ADMIN_PASSWORD),
         log_json=False,
+        database_url=database_url,
     )
 
 

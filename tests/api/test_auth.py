@@ -25,6 +25,8 @@ from voxgate.settings import Settings
 from voxgate.store import accounts, events
 from voxgate.store.db import Store
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 ADMIN_PASSWORD = "correct horse battery staple"  # as in tests/api/conftest.py
 PROTECTED = "/api/v2/logging"  # any endpoint that needs a token
 GOOD = {"username": "admin", "password": ADMIN_PASSWORD}

@@ -21,6 +21,8 @@ from voxgate.store import settings_kv, voiceprints
 from voxgate.store.backup import canonical, create_backup
 from voxgate.store.snapshots import list_entries
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 
 def _voiceprint(model_dir: Path, seed: int) -> Voiceprint:
     rng = np.random.default_rng(seed)

@@ -21,6 +21,8 @@ from voxgate.settings import Settings
 from voxgate.store import accounts, events
 from voxgate.store.tables import EventRow
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
 SPAN = {"from": T0.isoformat(), "to": (T0 + timedelta(hours=1)).isoformat()}  # the logged events, not logins
 

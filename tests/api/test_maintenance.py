@@ -14,6 +14,8 @@ from voxgate.settings import Settings
 from voxgate.store import settings_kv
 from voxgate.store.tables import EventRow
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 
 def _probe(app: FastAPI) -> None:
     """A route that refuses in maintenance mode the way enroll, verify, import and new streams do."""

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from voxgate.biometrics.profile import Channel, shipped_profile, shipped_profiles
 from voxgate.store.profiles import active_profile
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 ASP = "/api/v2/maintenance/asp/"
 
 

@@ -18,6 +18,8 @@ from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
 from voxgate.store import voiceprints
 from voxgate.store.snapshots import list_entries
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 MODELS = ("ecapa", "campplus")
 
 

@@ -17,6 +17,8 @@ from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings
 from voxgate.store import events, voiceprints
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 LIBRI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech" / "librispeech_test_other"
 MIN_ENROLL_S = 6.0  # lowered from 20 s to keep the test fast: two 3 s chunks of a stream
 

@@ -3,18 +3,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
+from tests.postgres import StoreUrls
 from voxgate.store import accounts
 from voxgate.store.db import Store
 from voxgate.store.tables import TokenRow, UserRow
 
 DAY = timedelta(days=1)
+
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +26,8 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}").open()
+async def store(store_url: StoreUrls) -> AsyncIterator[Store]:
+    opened = await Store(store_url()).open()
     try:
         yield opened
     finally:

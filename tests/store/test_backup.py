@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Integer, func, select
 
+from tests.postgres import PostgresServer, StoreUrls
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
 from voxgate.store import profiles, settings_kv, voiceprints
 from voxgate.store.backup import (
@@ -40,6 +41,8 @@ ENGINE = {m: ModelSpec(m, "v1", 8) for m in ("ecapa", "campplus")}
 LIMIT = 1 << 24
 KEYRING = Keyring.generate()  # the secrets key of every store these tests open
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 
 def _vp(seed: int) -> Voiceprint:
     rng = np.random.default_rng(seed)
@@ -48,8 +51,8 @@ def _vp(seed: int) -> Voiceprint:
     )
 
 
-async def _store(path: Path) -> Store:
-    return await Store(f"sqlite+aiosqlite:///{path}", KEYRING).open()
+async def _store(url: str) -> Store:
+    return await Store(url, KEYRING).open()
 
 
 def _rewrap(document: dict[str, Any]) -> bytes:
@@ -71,9 +74,9 @@ def test_every_table_is_backed_up_or_excluded_with_a_reason() -> None:
             assert not isinstance(column.type, Integer), f"{name}.{column.name}"
 
 
-def test_consistent_read_sees_one_snapshot(tmp_path: Path) -> None:
+def test_consistent_read_sees_one_snapshot(store_url: StoreUrls) -> None:
     async def run() -> None:
-        store = await _store(tmp_path / "a.db")
+        store = await _store(store_url("a"))
         try:
             await settings_kv.set(store.sessions, "one", 1)
             async with consistent_read(store.sessions) as session:
@@ -88,9 +91,9 @@ def test_consistent_read_sees_one_snapshot(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_backup_restores_into_another_store(tmp_path: Path) -> None:
+def test_backup_restores_into_another_store(store_url: StoreUrls) -> None:
     async def run() -> None:
-        source, target = await _store(tmp_path / "a.db"), await _store(tmp_path / "b.db")
+        source, target = await _store(store_url("a")), await _store(store_url("b"))
         try:
             await voiceprints.add(source.sessions, "a", _vp(1), {"kind": "recordings"})
             await voiceprints.add(source.sessions, "b", _vp(2), {"kind": "stream", "stream_uuid": "u"})
@@ -129,9 +132,41 @@ def test_backup_restores_into_another_store(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_documents_this_voxgate_cannot_restore(tmp_path: Path) -> None:
+@pytest.mark.postgresql
+def test_a_backup_moves_a_store_between_sqlite_and_postgresql(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """The document is dialect-neutral: SQLite -> PostgreSQL -> SQLite gives back the same payload (the way
+    from the embedded store to a cluster, and back)."""
+
+    async def run() -> None:
+        sqlite = await _store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+        postgresql = await _store(postgres_server.create_database("moved"))
+        back = await _store(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+        try:
+            await voiceprints.add(sqlite.sessions, "a", _vp(1), {"kind": "recordings", "files": ["ž.wav"]})
+            await voiceprints.add(sqlite.sessions, "b" * 256, _vp(2), {})
+            await profiles.ensure_shipped(sqlite.sessions)
+            await settings_kv.set(sqlite.sessions, "custom", {"x": [1, 2.5, "ž", None, True]})
+            original = await create_backup(sqlite.sessions)
+            await restore(postgresql.sessions, parse_backup(encode_backup(original), ENGINE, LIMIT))
+            moved = await create_backup(postgresql.sessions)
+            assert moved["source_dialect"] == "postgresql" and moved["counts"] == original["counts"]
+            await restore(back.sessions, parse_backup(encode_backup(moved), ENGINE, LIMIT))
+            returned = await create_backup(back.sessions)
+            assert canonical(original["payload"]) == canonical(moved["payload"]) == canonical(returned["payload"])
+            assert await list_entries(back.sessions) == await list_entries(sqlite.sessions)
+        finally:
+            for store in (sqlite, postgresql, back):
+                await store.close()
+            postgres_server.drop_database("moved")
+
+    asyncio.run(run())
+
+
+def test_documents_this_voxgate_cannot_restore(store_url: StoreUrls) -> None:
     async def run() -> dict[str, Any]:
-        store = await _store(tmp_path / "a.db")
+        store = await _store(store_url("a"))
         try:
             await voiceprints.add(store.sessions, "a", _vp(1), {})
             await profiles.ensure_shipped(store.sessions)
@@ -188,11 +223,11 @@ def test_documents_this_voxgate_cannot_restore(tmp_path: Path) -> None:
         parse_backup(bomb, ENGINE, LIMIT)
 
 
-def test_a_backup_names_where_it_comes_from_and_is_refused_when_that_cannot_restore(tmp_path: Path) -> None:
+def test_a_backup_names_where_it_comes_from_and_is_refused_when_that_cannot_restore(store_url: StoreUrls) -> None:
     """Regression: revision 0099, a "mysql" source or a garbage version restored with 200."""
 
     async def run() -> dict[str, Any]:
-        store = await _store(tmp_path / "a.db")
+        store = await _store(store_url("a"))
         try:
             await voiceprints.add(store.sessions, "a", _vp(1), {})
             return await create_backup(store.sessions)
@@ -201,7 +236,7 @@ def test_a_backup_names_where_it_comes_from_and_is_refused_when_that_cannot_rest
 
     document = asyncio.run(run())
     known = schema_revisions()
-    assert document["schema_revision"] == known[-1] and document["source_dialect"] == "sqlite"
+    assert document["schema_revision"] == known[-1] and document["source_dialect"] == store_url.backend
 
     def changed(**header: Any) -> dict[str, Any]:
         copy: dict[str, Any] = json.loads(json.dumps(document))

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from tests.postgres import StoreUrls
 from voxgate.store import crypto, files, pbx, settings_kv, subscriptions
 from voxgate.store.backup import BackupError, canonical, create_backup, encode_backup, parse_backup, restore
 from voxgate.store.crypto import Keyring
@@ -19,6 +21,8 @@ from voxgate.store.db import Store
 
 LIMIT = 1 << 24
 PASSWORD = "sip-password-of-the-old-server"
+
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _raw(path: Path) -> bytes:
@@ -32,10 +36,10 @@ def _rewrap(document: dict[str, Any]) -> bytes:
 
 
 @pytest.mark.asyncio
-async def test_a_backup_restores_on_a_server_with_another_key(tmp_path: Path) -> None:
+async def test_a_backup_restores_on_a_server_with_another_key(store_url: StoreUrls, tmp_path: Path) -> None:
     first, second = Keyring.generate(), Keyring.generate()
-    source = await Store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", first).open()
-    target = await Store(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", second).open()
+    source = await Store(store_url("a"), first).open()
+    target = await Store(store_url("b"), second).open()
     try:
         sub = await subscriptions.add(source.sessions, "streams", "line-1", "https://x/h")
         record = await pbx.create(source.sessions, "main", {"host": "pbx"}, PASSWORD)
@@ -54,9 +58,15 @@ async def test_a_backup_restores_on_a_server_with_another_key(tmp_path: Path) ->
         assert await subscriptions.find(target.sessions) == [sub]
         assert (await pbx.get(target.sessions, record.uuid)).password == PASSWORD
         assert await settings_kv.get(target.sessions, settings_kv.SECRETS_KEY_ID) == second.current_id
-        raw = _raw(tmp_path / "b.db")
-        assert sub.secret.encode() not in raw and PASSWORD.encode() not in raw
-        assert f"{crypto.PREFIX}{second.current_id}:".encode() in raw
+        async with target.engine.connect() as connection:
+            kept = [
+                *(await connection.execute(text("SELECT secret FROM subscriptions"))).scalars(),
+                *(await connection.execute(text("SELECT password FROM pbx"))).scalars(),
+            ]
+        assert len(kept) == 2 and all(v.startswith(f"{crypto.PREFIX}{second.current_id}:") for v in kept)
+        if store_url.backend == "sqlite":  # no plain copy anywhere in the files either
+            raw = _raw(tmp_path / "b.db")
+            assert sub.secret.encode() not in raw and PASSWORD.encode() not in raw
 
         # a backup holding a value encrypted with the source's key: the target cannot read it
         sealed = json.loads(json.dumps(document))

@@ -12,16 +12,19 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from tests.postgres import StoreUrls
 from voxgate.store import events
 from voxgate.store.db import Store
 from voxgate.store.tables import EventRow
 
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}").open()
+async def store(store_url: StoreUrls) -> AsyncIterator[Store]:
+    opened = await Store(store_url()).open()
     try:
         yield opened
     finally:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from tests.postgres import StoreUrls
 from voxgate.store import pbx
 from voxgate.store.backup import create_backup, encode_backup, parse_backup, restore
 from voxgate.store.crypto import Keyring
@@ -15,10 +14,12 @@ from voxgate.store.pbx import PbxNotFound
 CONFIG = {"host": "pbx.example.com", "port": 5060, "username": "voxgate", "codecs": ["PCMU"]}
 KEYRING = Keyring.generate()  # the secrets key of every store these tests open
 
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
+
 
 @pytest.mark.asyncio
-async def test_create_list_start_delete(tmp_path: Path) -> None:
-    store = await Store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", KEYRING).open()
+async def test_create_list_start_delete(store_url: StoreUrls) -> None:
+    store = await Store(store_url("a"), KEYRING).open()
     try:
         first = await pbx.create(store.sessions, "main", CONFIG, "secret")
         second = await pbx.create(store.sessions, "backup", {**CONFIG, "host": "pbx2"}, "other")
@@ -38,9 +39,9 @@ async def test_create_list_start_delete(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_instances_travel_in_backups(tmp_path: Path) -> None:
-    source = await Store(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", KEYRING).open()
-    target = await Store(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", KEYRING).open()
+async def test_instances_travel_in_backups(store_url: StoreUrls) -> None:
+    source = await Store(store_url("a"), KEYRING).open()
+    target = await Store(store_url("b"), KEYRING).open()
     try:
         record = await pbx.create(source.sessions, "main", CONFIG, "secret")
         await pbx.set_started(source.sessions, record.uuid, True)

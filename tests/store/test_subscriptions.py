@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from tests.postgres import StoreUrls
 from voxgate.store import subscriptions
 from voxgate.store.crypto import Keyring
 from voxgate.store.db import Store
@@ -15,14 +15,12 @@ STREAM = "3f2b8c1e-7d4a-4e8b-9c0d-5a6b7c8d9e0f"
 URL = "https://crm.example.com/hooks"
 KEYRING = Keyring.generate()  # the secrets key of every store these tests open
 
-
-def _url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}"
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 @pytest_asyncio.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store(_url(tmp_path), KEYRING).open()
+async def store(store_url: StoreUrls) -> AsyncIterator[Store]:
+    opened = await Store(store_url(), KEYRING).open()
     try:
         yield opened
     finally:
@@ -89,13 +87,13 @@ async def test_refuses_what_the_table_cannot_hold(
 
 
 @pytest.mark.asyncio
-async def test_survive_a_restart(tmp_path: Path) -> None:
-    first = await Store(_url(tmp_path), KEYRING).open()
+async def test_survive_a_restart(store_url: StoreUrls) -> None:
+    first = await Store(store_url(), KEYRING).open()
     try:
         kept = await subscriptions.add(first.sessions, VERIFY, STREAM, URL, "carol", secret="s" * 64)
     finally:
         await first.close()
-    second = await Store(_url(tmp_path), KEYRING).open()
+    second = await Store(store_url(), KEYRING).open()
     try:
         assert await subscriptions.find(second.sessions) == [kept]
         assert (await subscriptions.find(second.sessions))[0].secret == "s" * 64

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import inspect, text
 
+from tests.postgres import StoreUrls
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
 from voxgate.errors import VoiceprintExists, VoiceprintNotFound
 from voxgate.store import voiceprints
 from voxgate.store.db import Store
 from voxgate.store.tables import Base
+
+pytestmark = pytest.mark.both_stores  # SQLite and PostgreSQL (tests/conftest.py)
 
 
 def _vp(seed: int) -> Voiceprint:
@@ -25,13 +27,9 @@ def _vp(seed: int) -> Voiceprint:
     )
 
 
-def _url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'voxgate.db'}"
-
-
-def test_add_get_delete(tmp_path: Path) -> None:
+def test_add_get_delete(store_url: StoreUrls) -> None:
     async def run() -> None:
-        store = await Store(_url(tmp_path)).open()
+        store = await Store(store_url()).open()
         try:
             original = _vp(1)
             await voiceprints.add(store.sessions, "customer-1", original, {"kind": "recordings"})
@@ -56,9 +54,9 @@ def test_add_get_delete(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_external_id_limits(tmp_path: Path) -> None:
+def test_external_id_limits(store_url: StoreUrls) -> None:
     async def run() -> None:
-        store = await Store(_url(tmp_path)).open()
+        store = await Store(store_url()).open()
         try:
             await voiceprints.add(store.sessions, "x" * 256, _vp(1), {})
             with pytest.raises(ValueError, match="256"):
@@ -71,11 +69,11 @@ def test_external_id_limits(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_failed_write_leaves_nothing_half_written(tmp_path: Path) -> None:
+def test_failed_write_leaves_nothing_half_written(store_url: StoreUrls) -> None:
     """An embedding row that cannot be written rolls back the voiceprint row with it."""
 
     async def run() -> None:
-        store = await Store(_url(tmp_path)).open()
+        store = await Store(store_url()).open()
         try:
             bad = Voiceprint({"ecapa": _vp(1).embeddings["ecapa"]}, 20.0)
             object.__setattr__(bad.embeddings["ecapa"], "model_id", None)  # violates NOT NULL at insert
@@ -90,9 +88,9 @@ def test_failed_write_leaves_nothing_half_written(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_migrations_from_empty_match_the_tables(tmp_path: Path) -> None:
+def test_migrations_from_empty_match_the_tables(store_url: StoreUrls) -> None:
     async def run() -> None:
-        store = await Store(_url(tmp_path)).open()
+        store = await Store(store_url()).open()
         await store.open()  # idempotent
         try:
             async with store.engine.connect() as conn:
@@ -102,23 +100,23 @@ def test_migrations_from_empty_match_the_tables(tmp_path: Path) -> None:
                         t: {col["name"] for col in inspect(c).get_columns(t)} for t in Base.metadata.tables
                     }
                 )
-                mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar()
+                if conn.dialect.name == "sqlite":
+                    assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         finally:
             await store.close()
         assert set(Base.metadata.tables) <= names
         for table, cols in columns.items():
             assert cols == {c.name for c in Base.metadata.tables[table].columns}, table
-        assert mode == "wal"
 
     asyncio.run(run())
 
 
-def test_autogenerate_finds_no_drift(tmp_path: Path) -> None:
+def test_autogenerate_finds_no_drift(store_url: StoreUrls) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
     async def run() -> list[object]:
-        store = await Store(_url(tmp_path)).open()
+        store = await Store(store_url()).open()
         try:
             async with store.engine.connect() as conn:
                 return await conn.run_sync(

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs the existing engines a voxgate cluster runs on, from Debian's packages, if missing:
+#   postgresql - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
+# Usage: scripts/cluster-tools.sh [TOOL ...]   (default: every tool above)
+# The system services the packages start are stopped again: the tests run their own servers on free
+# loopback ports. Idempotent. Needs root (CI runs as root on a fresh Debian machine) or sudo.
+set -euo pipefail
+
+postgres_bin() {
+  # the folder of initdb and pg_ctl: PATH's, else Debian's newest /usr/lib/postgresql/<version>/bin
+  local initdb
+  if initdb=$(command -v initdb 2>/dev/null) && [ -x "$(dirname "$initdb")/pg_ctl" ]; then
+    dirname "$initdb"
+    return 0
+  fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | while read -r dir; do
+    [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && echo "$dir"
+  done | tail -n 1
+}
+
+present() {
+  case "$1" in
+    postgresql) [ -n "$(postgres_bin)" ] ;;
+    *) echo "cluster-tools: unknown tool '$1' (known: postgresql)" >&2; exit 2 ;;
+  esac
+}
+
+stop_services() {
+  case "$1" in
+    postgresql)
+      # Debian's package creates a cluster 'main' and starts it on :5432
+      if command -v pg_lsclusters >/dev/null 2>&1; then
+        pg_lsclusters --no-header 2>/dev/null | while read -r version name _port status _rest; do
+          if [ "$status" = online ]; then
+            "${SUDO[@]}" pg_ctlcluster "$version" "$name" stop || true
+          fi
+        done
+      fi
+      ;;
+  esac
+}
+
+tools=("$@")
+[ ${#tools[@]} -gt 0 ] || tools=(postgresql)
+missing=()
+for tool in "${tools[@]}"; do
+  present "$tool" || missing+=("$tool")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "cluster-tools: ${missing[*]} missing and no apt-get here: install them with your system's packages" >&2
+  exit 1
+fi
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=(sudo -n)
+fi
+echo "cluster-tools: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+for tool in "${missing[@]}"; do
+  stop_services "$tool"
+  present "$tool" || { echo "cluster-tools: $tool is still missing after the install" >&2; exit 1; }
+done
+echo "cluster-tools: done"
