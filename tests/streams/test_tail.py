@@ -178,11 +178,9 @@ async def test_the_engine_embeds_a_settled_tail_once(
     cosines = offline_voiceprint_cosines(biometrics, audio, pipeline)
     shown = {m: round(c, 4) for m, c in cosines.items()}
     print(f"\n{source}: one utterance, {pipeline.speech_s:.2f} s net, live tail vs offline cosine {shown}")
-    # Tolerant on purpose: the offline cut rule (padding, short pauses kept, VAD rate) is being changed
-    # elsewhere. With the rule of this commit both embed the same samples (cosine 0.998-1.0 per model,
-    # measured); with the offline change as it stood in a working tree, before the live gate followed it,
-    # ECAPA 0.81/0.88 and CAM++ 0.95/0.91 (LibriSpeech/Arabic), so 0.9 would fail on that change alone.
-    assert all(c >= 0.75 for c in cosines.values()), cosines
+    # The gate cuts what speech_only cuts offline (pads, pauses < keep_pause_s), sample for sample: the
+    # tail and the offline pass embed the same audio (measured: 1.0 per model, LibriSpeech and Arabic).
+    assert all(c >= 0.99 for c in cosines.values()), cosines
 
 
 @pytest.mark.asyncio

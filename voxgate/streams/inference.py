@@ -11,7 +11,8 @@ speaker paused, :meth:`SpeechPipeline.take_tail`) with the chunks of its next cy
 this project's CPU (one onnxruntime thread, ``bench/README.md``):
 
 - Silero VAD is stateful per stream but batches across streams: one call for 32 streams' windows costs
-  129 µs per window instead of 426 µs alone, so the worker advances all streams a window at a time.
+  129 µs per window instead of 426 µs alone, so the worker advances all streams a window at a time
+  (one call per VAD rate: telephone-rate streams run VAD at 8 kHz, the others at 16 kHz).
 - The speaker networks do *not* batch well on a CPU thread (8 chunks of 3 s in one call: ECAPA 1.4×,
   CAM++ 1.1× slower per chunk than one by one), so chunks run one call each by default
   (``embed_batch``; a batch groups chunks of equal length, never padding them).
@@ -132,7 +133,8 @@ class InferenceEngine:
         self.meter: EngineMeter = meter or _Unheard()
         self.stats = EngineStats()
         self._inbox: deque[tuple[SpeechPipeline, FloatArray]] = deque()
-        self._windows: dict[SpeechPipeline, FloatArray] = {}  # accepted, not yet through VAD
+        # accepted, not yet through VAD: each stream's windows at its VAD rate, and at 16 kHz (row by row)
+        self._windows: dict[SpeechPipeline, tuple[FloatArray, FloatArray]] = {}
         self._wake = threading.Event()
         # set by a settle (and by stop): the worker does not wait out cycle_s while a tail is asked for
         self._hurry = threading.Event()
@@ -179,7 +181,7 @@ class InferenceEngine:
     @property
     def backlog_s(self) -> float:
         """Audio of all streams waiting for VAD, seconds. Near zero when the engine keeps up."""
-        waiting = sum(len(w) for w in list(self._windows.values())) * WINDOW_S
+        waiting = sum(len(windows) for _, windows in list(self._windows.values())) * WINDOW_S
         return max(self._queued_s, 0.0) + waiting
 
     # -- from the event loop -------------------------------------------------------------------------
@@ -302,51 +304,63 @@ class InferenceEngine:
                 stream.dequeued(samples.size)
                 continue
             try:
-                windows = stream.accept(samples)
+                vad_windows, windows = stream.accept(samples)
             except Exception:
                 log.exception("stream audio not accepted", extra={"stream_uuid": stream.uuid})
-                windows = np.zeros((0, 0), dtype=np.float32)
-            if windows.size:
+                vad_windows = windows = np.zeros((0, 0), dtype=np.float32)
+            if len(windows):
                 held = self._windows.get(stream)
-                self._windows[stream] = windows if held is None else np.concatenate([held, windows])
+                self._windows[stream] = (
+                    (vad_windows, windows)
+                    if held is None
+                    else (np.concatenate([held[0], vad_windows]), np.concatenate([held[1], windows]))
+                )
             # counted as waiting before it leaves the queue: the stream never looks idle in between
-            stream.waiting_windows = len(self._windows.get(stream, ()))
+            stream.waiting_windows = self._waiting(stream)
             stream.dequeued(samples.size)
 
+    def _waiting(self, stream: SpeechPipeline) -> int:
+        held = self._windows.get(stream)
+        return 0 if held is None else len(held[1])
+
     def _vad_turn(self) -> list[tuple[SpeechPipeline, FloatArray, float]]:
-        """Up to ``WINDOWS_PER_TURN`` windows of every stream, a window of each stream per VAD call."""
+        """Up to ``WINDOWS_PER_TURN`` windows of every stream, a window of each stream per VAD call (one
+        call per VAD rate: 8 and 16 kHz windows do not share one)."""
         vad = self.biometrics.vad
-        turn: dict[SpeechPipeline, FloatArray] = {}
-        for stream, windows in list(self._windows.items()):
+        turn: dict[SpeechPipeline, tuple[FloatArray, FloatArray]] = {}
+        for stream, (vad_windows, windows) in list(self._windows.items()):
             if stream.closed:
                 del self._windows[stream]
                 stream.waiting_windows = 0
                 continue
-            turn[stream] = windows[:WINDOWS_PER_TURN]
-            rest = windows[WINDOWS_PER_TURN:]
-            if rest.size:
-                self._windows[stream] = rest
+            turn[stream] = (vad_windows[:WINDOWS_PER_TURN], windows[:WINDOWS_PER_TURN])
+            if len(windows) > WINDOWS_PER_TURN:
+                self._windows[stream] = (vad_windows[WINDOWS_PER_TURN:], windows[WINDOWS_PER_TURN:])
             else:
                 del self._windows[stream]
         chunks: list[tuple[SpeechPipeline, FloatArray, float]] = []
         for step in range(WINDOWS_PER_TURN):
-            active = [(s, w[step]) for s, w in turn.items() if step < len(w) and not s.closed]
-            if not active:
+            by_rate: dict[int, list[tuple[SpeechPipeline, FloatArray, FloatArray]]] = {}
+            for s, (vad_windows, windows) in turn.items():
+                if step < len(windows) and not s.closed:
+                    by_rate.setdefault(s.vad_rate_hz, []).append((s, vad_windows[step], windows[step]))
+            if not by_rate:
                 break
-            for start in range(0, len(active), self.max_batch):
-                batch = active[start : start + self.max_batch]
-                stacked = np.stack([window for _, window in batch])  # (batch, 512)
-                started = time.perf_counter()
-                probabilities = vad.step(stacked, [s.vad_state for s, _ in batch])
-                self.meter.inference("vad", time.perf_counter() - started)
-                self.stats.vad_calls += 1
-                self.stats.vad_windows += len(batch)
-                for (stream, window), probability in zip(batch, probabilities.tolist(), strict=True):
-                    chunk = stream.gate(window, probability)
-                    if chunk is not None:
-                        chunks.append((stream, *chunk))
+            for active in by_rate.values():
+                for start in range(0, len(active), self.max_batch):
+                    batch = active[start : start + self.max_batch]
+                    stacked = np.stack([vad_window for _, vad_window, _ in batch])  # (batch, 512 or 256)
+                    started = time.perf_counter()
+                    probabilities = vad.step(stacked, [s.vad_state for s, _, _ in batch])
+                    self.meter.inference("vad", time.perf_counter() - started)
+                    self.stats.vad_calls += 1
+                    self.stats.vad_windows += len(batch)
+                    for (stream, _, window), probability in zip(batch, probabilities.tolist(), strict=True):
+                        chunk = stream.gate(window, probability)
+                        if chunk is not None:
+                            chunks.append((stream, *chunk))
         for stream in turn:  # the turn's windows stayed counted until their chunks were in flight
-            stream.waiting_windows = len(self._windows.get(stream, ()))
+            stream.waiting_windows = self._waiting(stream)
         return chunks
 
     def _embed(

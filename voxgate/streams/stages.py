@@ -2,10 +2,19 @@
 
 ::
 
-    PCM (native rate) ─► soxr.ResampleStream → 16 kHz ─► Silero VAD (state carried between pushes)
-      ─► SpeechGate (Silero's hysteresis, window by window) ─► pending speech
+    PCM (native rate) ─► soxr.ResampleStream → 16 kHz windows (512 samples, 32 ms)
+      ─► Silero VAD (state carried between pushes), one probability per window: on the 16 kHz window, or
+         for a stream at ≤ 8 kHz on its 8 kHz twin (256 samples of the same 32 ms, native or resampled)
+      ─► SpeechGate (Silero's hysteresis, window by window; pads, pauses < keep_pause_s) ─► pending speech
       ─► every CHUNK_S of net speech: embedded ONCE per model, added to a duration-weighted sum
       ─► on demand (a settle): the settled tail (≥ TAIL_MIN_S, the speaker paused), one more chunk
+
+The stages cut a stream as :meth:`Biometrics.analyse <voxgate.biometrics.engine.Biometrics.analyse>` cuts a
+recording: the same VAD rate (:func:`~voxgate.audio.vad.vad_rate_for`), and the gate keeps the samples
+:func:`~voxgate.audio.vad.speech_only` keeps (segments padded by ``pad_s``, pauses shorter than
+``keep_pause_s`` kept). For an 8 kHz VAD both window sequences are counted from the stream's first sample
+and soxr's streams are sample-exact (only late by their lookahead, about 66 ms from 8 to 16 kHz), so VAD
+window k and 16 kHz window k are the same 32 ms.
 
 :class:`SpeechPipeline` holds that state and nothing about doors or sessions, so that whoever runs
 the stages needs only this object: the blocking :meth:`SpeechPipeline.push` runs them inline, and
@@ -14,7 +23,8 @@ VAD → :meth:`~SpeechPipeline.gate` → embeddings → :meth:`~SpeechPipeline.a
 session owns a pipeline and is handed a :data:`Submit` and a :class:`Settle` callable; neither the
 session nor the engine knows the other.
 
-Memory per stream is bounded: only the pending (< CHUNK_S of net speech) audio is kept, never the call.
+Memory per stream is bounded, never the call: the pending audio (< CHUNK_S of net speech, with its pads and
+kept pauses) and what the gate holds (a pause < ``keep_pause_s``, a segment's unconfirmed start and hangover).
 
 Speech that has not yet filled a chunk is the *tail*. Once the speaker paused (the gate closed its
 segment) the tail is *settled*, and a reader that needs the voiceprint now (verify, enroll) has it
@@ -22,7 +32,9 @@ embedded on demand: :meth:`SpeechPipeline.take_tail` cuts it exactly as :meth:`~
 cuts a chunk, so it becomes one more chunk of the voiceprint and is never embedded twice (the engine's
 ``settle``, or :meth:`SpeechPipeline.settle_inline`). ``speech_s`` (the net speech the voiceprint holds)
 then lags the live audio only by speech still inside an open segment, or by a tail shorter than
-``TAIL_MIN_S``; until someone settles, by less than ``CHUNK_S``.
+``TAIL_MIN_S``; until someone settles, by less than ``CHUNK_S``. The pause the gate holds after a segment
+is not part of the tail (it is kept only if speech resumes); a tail cut as soon as its segment closed may
+lack the rest of its trailing pad (< ``pad_s - min_silence_s``), which then leads the next chunk.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
@@ -38,7 +51,16 @@ import numpy.typing as npt
 import soxr
 
 from voxgate.audio.types import FloatArray
-from voxgate.audio.vad import VAD_SAMPLE_RATE_HZ, WINDOW_S, WINDOW_SAMPLES, SegmentationRules, VadState
+from voxgate.audio.vad import (
+    TELEPHONE_VAD_RATE_HZ,
+    VAD_SAMPLE_RATE_HZ,
+    WINDOW_S,
+    WINDOW_SAMPLES,
+    SegmentationRules,
+    VadState,
+    vad_rate_for,
+    window_samples,
+)
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
 from voxgate.errors import InsufficientSpeech, VoxgateError
 
@@ -70,13 +92,19 @@ TAIL_MIN_S = 0.5
 
 
 class SpeechGate:
-    """Silero's hysteresis (:func:`voxgate.audio.vad.speech_segments`) applied one window at a time.
+    """Silero's hysteresis (:func:`voxgate.audio.vad.speech_segments`) applied one window at a time, and
+    the cut of :func:`voxgate.audio.vad.speech_only` applied to its segments as they are found.
 
     Speech starts at a window with probability ≥ ``threshold`` and ends once ``min_silence_s`` of windows
-    fell below ``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped; kept segments are
-    padded by ``pad_s`` on both sides (as :func:`voxgate.audio.vad.speech_only`). The only difference from
-    the offline pass is ``MAX_HANGOVER_S``. What is held back is at most the unconfirmed start of a
-    segment (< ``min_speech_s``) plus the hangover (≤ ``MAX_HANGOVER_S``).
+    fell below ``threshold - 0.15``; segments shorter than ``min_speech_s`` are dropped. Kept segments less
+    than ``keep_pause_s`` apart are joined (the pause between them kept), and each joined span is padded by
+    ``pad_s`` on both sides. The only difference from the offline pass is ``MAX_HANGOVER_S``.
+
+    The audio is released as soon as it is known to be kept: a confirmed segment's speech, then its
+    trailing pad. The pause after a segment is held until the next segment is confirmed (released: the
+    pause is kept) or until it grows past ``keep_pause_s`` (dropped, but for the last ``pad_s``, the leading
+    pad of whatever segment comes next). What is held is at most that pause plus the unconfirmed start of
+    a segment (< ``min_speech_s``) and its hangover (≤ ``MAX_HANGOVER_S``).
     """
 
     def __init__(self, rules: SegmentationRules) -> None:
@@ -84,77 +112,116 @@ class SpeechGate:
         self._low = max(rules.threshold - 0.15, 0.01)
         self._min_silence = max(1, round(rules.min_silence_s / WINDOW_S))
         self._max_hangover = max(self._min_silence + 1, round(MAX_HANGOVER_S / WINDOW_S))
-        self._pad = round(rules.pad_s * VAD_SAMPLE_RATE_HZ)
+        # positions are window indices, or 16 kHz sample offsets (…_at) counted from the stream's start
+        self._windows: deque[FloatArray] = deque()  # the windows from self._first on
+        self._first = 0
+        self._seen = 0  # windows stepped
+        self._released_at = 0  # the audio before it was released, or dropped
         self._in_segment = False
         self._confirmed = False
-        self._segment: list[FloatArray] = []  # unconfirmed segment start (leading pad first)
-        self._segment_windows = 0  # speech windows of the current segment (unpadded)
-        self._hangover: list[FloatArray] = []  # windows since the probability fell below the low mark
-        self._previous: FloatArray | None = None  # the last window, source of the leading pad
+        self._start = 0  # the open segment's first window
+        self._dip: int | None = None  # the open segment's first window below the low mark, if in a dip
+        self._counted = 0  # windows of the open segment counted as speech so far
+        self._last_end: int | None = None  # the end (unpadded) of the last kept segment
 
     @property
     def held_samples(self) -> int:
-        return sum(len(part) for part in self._segment) + len(self._hangover) * WINDOW_SAMPLES
+        """16 kHz samples held back: not released, and not (yet) dropped."""
+        return self._seen * WINDOW_SAMPLES - max(self._released_at, self._first * WINDOW_SAMPLES)
 
     @property
     def in_segment(self) -> bool:
         """A segment is open (speech, or a dip not yet long enough to end it): False once the speaker
-        paused and the segment was closed (or dropped as too short)."""
+        paused and the segment was closed (or dropped as too short). The pause held after a closed segment
+        is not part of it."""
         return self._in_segment
 
     def step(self, window: FloatArray, probability: float) -> tuple[list[FloatArray], int]:
-        """Feed one 512-sample window; returns the audio now known to be speech (padded) and how many
-        unpadded speech windows it holds."""
+        """Feed one 512-sample window; returns the audio now known to be kept (speech, its padding, the
+        short pauses), and how many unpadded speech windows it holds."""
         # window: (512,) at 16 kHz
-        out: list[FloatArray] = []
-        speech_windows = 0
+        i = self._seen
+        self._seen += 1
+        self._windows.append(window)
         if not self._in_segment:
             if probability >= self.rules.threshold:
-                self._in_segment, self._confirmed = True, False
-                lead = self._previous[-self._pad :] if self._previous is not None and self._pad else None
-                self._segment = [lead] if lead is not None else []
-                self._segment_windows = 0
-                speech_windows += self._add(window, out)
+                self._in_segment, self._confirmed, self._start, self._dip = True, False, i, None
         elif probability >= self.rules.threshold:
-            for held in self._hangover:  # speech resumed: the dip belongs to the segment
-                speech_windows += self._add(held, out)
-            self._hangover = []
-            speech_windows += self._add(window, out)
+            self._dip = None  # speech resumed: the dip belongs to the segment
         elif probability < self._low:
-            first_low = not self._hangover  # the dip starts here; silence is counted from it
-            self._hangover.append(window)
-            if not first_low and len(self._hangover) >= self._min_silence:
-                speech_windows += self._end(out)
-        elif self._hangover:  # between the marks after a dip: still waiting for silence
-            self._hangover.append(window)
-            if len(self._hangover) > self._max_hangover:
-                speech_windows += self._end(out)
-        else:  # between the marks while speaking: still speech
-            speech_windows += self._add(window, out)
-        self._previous = window
+            if self._dip is None:  # the dip starts here; silence is counted from it
+                self._dip = i
+            elif i - self._dip + 1 >= self._min_silence:
+                self._end()
+        elif self._dip is not None and i - self._dip + 1 > self._max_hangover:
+            self._end()  # between the marks after a dip for too long: closed where it fell
+        speech_windows = 0
+        if self._in_segment and self._dip is None:
+            length = i + 1 - self._start
+            if not self._confirmed and length * WINDOW_S >= self.rules.min_speech_s:
+                self._confirmed, self._counted = True, 0
+                if not self._joins(self._start):  # a fresh leading pad; the audio before it is dropped
+                    self._released_at = max(self._released_at, self._lead_from(self._start))
+            if self._confirmed:
+                speech_windows, self._counted = length - self._counted, length
+        out = self._release()
+        self._forget()
         return out, speech_windows
 
-    def _add(self, window: FloatArray, out: list[FloatArray]) -> int:
-        """A window of the current segment; returns speech windows released to ``out``."""
-        self._segment_windows += 1
-        if self._confirmed:
-            out.append(window)
-            return 1
-        self._segment.append(window)
-        if self._segment_windows * WINDOW_S >= self.rules.min_speech_s:
-            self._confirmed = True
-            out.extend(self._segment)
-            self._segment = []
-            return self._segment_windows
-        return 0
+    def _joins(self, start: int) -> bool:
+        """A segment starting at window ``start`` is joined to the last kept one (as ``speech_only``)."""
+        return (
+            self._last_end is not None
+            and start * WINDOW_S - self._last_end * WINDOW_S < self.rules.keep_pause_s
+        )
 
-    def _end(self, out: list[FloatArray]) -> int:
-        """Close the segment where the dip started; a confirmed one gets its trailing pad."""
-        if self._confirmed and self._pad:
-            out.append(self._hangover[0][: self._pad])
-        self._in_segment, self._confirmed = False, False
-        self._segment, self._hangover, self._segment_windows = [], [], 0
-        return 0
+    def _lead_from(self, start: int) -> int:
+        """Where the leading pad of a segment starting at window ``start`` begins (``speech_only``'s sums)."""
+        return max(0, int((start * WINDOW_S - self.rules.pad_s) * VAD_SAMPLE_RATE_HZ))
+
+    def _trail_to(self, end: int) -> int:
+        """Where the trailing pad of a segment ending at window ``end`` ends (``speech_only``'s sums)."""
+        return math.ceil((end * WINDOW_S + self.rules.pad_s) * VAD_SAMPLE_RATE_HZ)
+
+    def _end(self) -> None:
+        """Close the open segment where its dip started; only a confirmed one is kept."""
+        if self._confirmed:
+            self._last_end = self._dip
+        self._in_segment, self._confirmed, self._dip = False, False, None
+
+    def _release(self) -> list[FloatArray]:
+        """The audio now known to be kept: a confirmed segment's speech (the held pause before it, when it
+        joins the last segment), then its trailing pad."""
+        keep_to = 0
+        if self._last_end is not None:
+            keep_to = self._trail_to(self._last_end)
+        if self._in_segment and self._confirmed:
+            end = self._seen * WINDOW_SAMPLES if self._dip is None else self._trail_to(self._dip)
+            keep_to = max(keep_to, end)
+        keep_to = min(keep_to, self._seen * WINDOW_SAMPLES)
+        out: list[FloatArray] = []
+        position = self._released_at
+        while position < keep_to:
+            index, offset = divmod(position, WINDOW_SAMPLES)
+            part = self._windows[index - self._first][offset : offset + keep_to - position]
+            out.append(part)
+            position += part.size
+        self._released_at = max(self._released_at, keep_to)
+        return out
+
+    def _forget(self) -> None:
+        """Drop the windows nothing can release any more."""
+        if self._in_segment:
+            start = self._start
+            needed_from = self._released_at if self._confirmed or self._joins(start) else None
+        else:
+            start = self._seen  # the earliest a next segment can start
+            needed_from = self._released_at if self._joins(start) else None
+        if needed_from is None:  # a segment starting there gets a fresh leading pad
+            needed_from = max(self._released_at, self._lead_from(start))
+        while self._windows and (self._first + 1) * WINDOW_SAMPLES <= needed_from:
+            self._windows.popleft()
+            self._first += 1
 
 
 class SpeechPipeline:
@@ -183,17 +250,21 @@ class SpeechPipeline:
         self.sample_rate_hz = sample_rate_hz
         self.max_speech_s = max_speech_s
         self.closed = False  # the stream closed: the stages stop and the engine drops its queue
-        self.vad_state = VadState()  # advanced by whoever runs this stream's VAD (push or the engine)
+        # VAD runs at 8 kHz for telephone-rate streams (as Biometrics.analyse does offline), else at 16 kHz
+        self.vad_rate_hz = vad_rate_for(sample_rate_hz)
+        self.vad_state = VadState(self.vad_rate_hz)  # advanced by whoever runs this stream's VAD
         self._biometrics = biometrics
         self._chunk_windows = math.ceil(chunk_s / WINDOW_S - 1e-9)
         self._tail_windows = math.ceil(TAIL_MIN_S / WINDOW_S - 1e-9)
-        self._resampler = (
-            None
-            if sample_rate_hz == VAD_SAMPLE_RATE_HZ
-            else soxr.ResampleStream(sample_rate_hz, VAD_SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
+        self._resampler = _resample_stream(sample_rate_hz, VAD_SAMPLE_RATE_HZ)
+        # VAD's own input when it is not the 16 kHz audio: native 8 kHz as it is, lower rates brought to 8 kHz
+        self._vad_width = window_samples(self.vad_rate_hz)
+        self._vad_resampler = (
+            _resample_stream(sample_rate_hz, TELEPHONE_VAD_RATE_HZ) if self._vad_apart else None
         )
         self._gate = SpeechGate(biometrics.rules)
         self._carry = np.zeros(0, dtype=np.float32)  # 16 kHz samples short of a whole VAD window
+        self._vad_carry = np.zeros(0, dtype=np.float32)  # VAD-rate samples whose 16 kHz window is not whole
         self._pending: list[FloatArray] = []  # speech not yet embedded, 16 kHz
         self._pending_samples = 0
         self._pending_windows = 0  # unpadded speech windows in _pending
@@ -238,7 +309,13 @@ class SpeechPipeline:
     @property
     def buffered_samples(self) -> int:
         """16 kHz samples held by the stages (the stream's audio memory; bounded, never the call)."""
-        return len(self._carry) + self._pending_samples + self._gate.held_samples
+        vad_carry = len(self._vad_carry) * VAD_SAMPLE_RATE_HZ // self.vad_rate_hz
+        return len(self._carry) + vad_carry + self._pending_samples + self._gate.held_samples
+
+    @property
+    def _vad_apart(self) -> bool:
+        """VAD does not run on the 16 kHz windows themselves (an 8 kHz VAD stream)."""
+        return self.vad_rate_hz != VAD_SAMPLE_RATE_HZ
 
     @property
     def backlog_s(self) -> float:
@@ -265,21 +342,41 @@ class SpeechPipeline:
 
     # -- the stages --------------------------------------------------------------------------------------
 
-    def accept(self, samples: FloatArray) -> FloatArray:
-        """Count and resample native-rate audio; returns the whole 16 kHz VAD windows it completes,
-        (windows, 512). Once the voiceprint is capped, audio is only counted."""
+    def accept(self, samples: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Count and resample native-rate audio; returns the whole 32 ms windows it completes, twice: at
+        the VAD rate, (windows, 256 or 512), and at 16 kHz, (windows, 512), row k of both the same 32 ms
+        (the same array for a 16 kHz VAD). Once the voiceprint is capped, audio is only counted.
+
+        For an 8 kHz VAD, both window sequences are counted from the stream's first sample: soxr's
+        streams are time-aligned (sample-exact with a whole-recording resample), they only hold back their
+        filter's lookahead (8 → 16 kHz: about 66 ms), so a VAD window waits for its 16 kHz twin."""
         self._received_samples += samples.size
         if self.capped:
-            return np.zeros((0, WINDOW_SAMPLES), dtype=np.float32)
+            return (
+                np.zeros((0, self._vad_width), dtype=np.float32),
+                np.zeros((0, WINDOW_SAMPLES), dtype=np.float32),
+            )
+        samples = np.asarray(samples, dtype=np.float32)
         resampled = samples if self._resampler is None else self._resampler.resample_chunk(samples)
         audio = np.concatenate([self._carry, resampled]) if self._carry.size else resampled
-        n_windows = audio.size // WINDOW_SAMPLES
+        if not self._vad_apart:
+            n_windows = audio.size // WINDOW_SAMPLES
+            self._carry = audio[n_windows * WINDOW_SAMPLES :].copy()
+            windows = audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES)
+            return windows, windows
+        vad_new = samples if self._vad_resampler is None else self._vad_resampler.resample_chunk(samples)
+        vad_audio = np.concatenate([self._vad_carry, vad_new]) if self._vad_carry.size else vad_new
+        n_windows = min(audio.size // WINDOW_SAMPLES, vad_audio.size // self._vad_width)
         self._carry = audio[n_windows * WINDOW_SAMPLES :].copy()
-        return audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES)
+        self._vad_carry = vad_audio[n_windows * self._vad_width :].copy()
+        return (
+            vad_audio[: n_windows * self._vad_width].reshape(n_windows, self._vad_width),
+            audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES),
+        )
 
     def gate(self, window: FloatArray, probability: float) -> tuple[FloatArray, float] | None:
-        """One window and its speech probability in; a chunk holding ``chunk_s`` of net speech (and that
-        net speech, seconds) out when one is complete."""
+        """One 16 kHz window and its speech probability (of its VAD-rate twin) in; a chunk holding
+        ``chunk_s`` of net speech (and that net speech, seconds) out when one is complete."""
         speech, speech_windows = self._gate.step(window.copy(), probability)
         for part in speech:
             self._pending.append(part)
@@ -330,10 +427,12 @@ class SpeechPipeline:
         """Every stage inline, VAD one window at a time (offline tools, tests, a server without an
         engine); returns when the samples are in the voiceprint, or False as soon as the stream is
         found closed (the rest of the samples is left out)."""
-        windows = self.accept(samples)
+        vad_windows, windows = self.accept(samples)
         if windows.size == 0:
             return True
-        probabilities = self._biometrics.vad.probabilities(windows.reshape(-1), self.vad_state)
+        probabilities = self._biometrics.vad.probabilities(
+            vad_windows.reshape(-1), self.vad_state, sample_rate_hz=self.vad_rate_hz
+        )
         for window, probability in zip(windows, probabilities.tolist(), strict=True):
             if self.closed:
                 return False
@@ -383,6 +482,10 @@ class SpeechPipeline:
             for model_id, vector in sums.items()
         }
         return Voiceprint(embeddings, speech_s)
+
+
+def _resample_stream(from_hz: int, to_hz: int) -> soxr.ResampleStream | None:
+    return None if from_hz == to_hz else soxr.ResampleStream(from_hz, to_hz, 1, dtype="float32", quality="HQ")
 
 
 # How a session hands its audio to an inference engine (``InferenceEngine.submit``): queue the samples
