@@ -27,7 +27,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
 from voxgate.store.cache import TtlCache
-from voxgate.store.db import DbSessions
+from voxgate.store.db import DbSessions, unstorable
 from voxgate.store.tables import TokenRow, UserRow
 
 MIN_PASSWORD_LENGTH = 8
@@ -106,7 +106,9 @@ async def _set_password(sessions: DbSessions, username: str, password: str) -> N
 async def check_password(sessions: DbSessions, username: str, password: str) -> bool:
     """Whether the password is the account's; the same Argon2 cost whether or not the user exists."""
     async with sessions() as session:
-        user = await session.scalar(select(UserRow).where(UserRow.username == username))
+        user = None
+        if not unstorable(session, username):
+            user = await session.scalar(select(UserRow).where(UserRow.username == username))
     if user is None:
         await _hash(password)  # same cost whether or not the user exists
         return False

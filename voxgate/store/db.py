@@ -31,6 +31,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def unstorable(session: AsyncSession, *values: str | None) -> bool:
+    """Whether one of ``values`` is a string this store cannot hold: PostgreSQL's text has no NUL character
+    (SQLite's has). A lookup by such a value finds nothing there, so the repositories answer "not found"
+    without asking; sent to PostgreSQL it would be a driver error."""
+    if session.bind is None or session.bind.dialect.name != "postgresql":
+        return False
+    return any(value is not None and "\x00" in value for value in values)
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL; None for another store or an in-memory one."""
     if not url.startswith("sqlite"):

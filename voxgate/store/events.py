@@ -37,7 +37,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from voxgate.store.db import DbSessions
+from voxgate.store.db import DbSessions, unstorable
 from voxgate.store.tables import EventRow
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,12 @@ BILLED_OUTCOMES: dict[str, tuple[str, ...]] = {
 _TYPE_LEN, _OUTCOME_LEN, _STREAM_LEN, _EXTERNAL_ID_LEN = 64, 64, 64, 256
 
 
+def _text(value: str, width: int) -> str:
+    """A string as the event log keeps it: cut to its column's width, a NUL character (which PostgreSQL's
+    text cannot hold; a request may carry one) shown as U+FFFD, on either store alike."""
+    return value[:width].replace("\x00", "\ufffd")
+
+
 def _utc(moment: datetime) -> datetime:
     """Aware UTC; a naive datetime is taken to be UTC already (that is how SQLite hands them back)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
@@ -123,10 +129,10 @@ def _row(
 ) -> dict[str, Any]:
     return {
         "time": _utc(at) if at is not None else datetime.now(UTC),
-        "type": type[:_TYPE_LEN],
-        "stream_uuid": None if stream_uuid is None else str(stream_uuid)[:_STREAM_LEN],
-        "external_id": None if external_id is None else external_id[:_EXTERNAL_ID_LEN],
-        "outcome": outcome[:_OUTCOME_LEN],
+        "type": _text(type, _TYPE_LEN),
+        "stream_uuid": None if stream_uuid is None else _text(str(stream_uuid), _STREAM_LEN),
+        "external_id": None if external_id is None else _text(external_id, _EXTERNAL_ID_LEN),
+        "outcome": _text(outcome, _OUTCOME_LEN),
         "duration_s": duration_s if duration_s is None or math.isfinite(duration_s) else None,
         "detail": _json_safe(detail),
     }
@@ -283,6 +289,8 @@ async def find(
     conditions = _conditions(flt)
     order = (EventRow.time.desc(), EventRow.id.desc()) if newest_first else (EventRow.time, EventRow.id)
     async with sessions() as session:
+        if unstorable(session, flt.external_id, flt.stream_uuid, *flt.types):
+            return EventPage(events=[], total=0)
         total = await session.scalar(select(func.count()).select_from(EventRow).where(*conditions))
         rows = await session.scalars(
             select(EventRow).where(*conditions).order_by(*order).offset(max(offset, 0)).limit(max(limit, 0))

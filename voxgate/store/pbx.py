@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.errors import VoxgateError
 from voxgate.store.crypto import seal_in, unseal_in
+from voxgate.store.db import unstorable
 from voxgate.store.tables import PbxRow
 
 MAX_PASSWORD = 256  # characters (the column holds it encrypted)
@@ -67,6 +68,13 @@ async def create(
     return PbxRecord(uuid, name, dict(config), password, False, created)
 
 
+async def _row(session: AsyncSession, pbx_id: str) -> PbxRow:
+    row = None if unstorable(session, pbx_id) else await session.get(PbxRow, pbx_id)
+    if row is None:
+        raise PbxNotFound(f"no PBX instance {pbx_id!r}")
+    return row
+
+
 async def list_all(sessions: async_sessionmaker[AsyncSession]) -> list[PbxRecord]:
     """Every instance, oldest first."""
     async with sessions() as session:
@@ -76,23 +84,17 @@ async def list_all(sessions: async_sessionmaker[AsyncSession]) -> list[PbxRecord
 
 async def get(sessions: async_sessionmaker[AsyncSession], pbx_id: str) -> PbxRecord:
     async with sessions() as session:
-        row = await session.get(PbxRow, pbx_id)
-        if row is None:
-            raise PbxNotFound(f"no PBX instance {pbx_id!r}")
+        row = await _row(session, pbx_id)
         return _record(session, row)
 
 
 async def set_started(sessions: async_sessionmaker[AsyncSession], pbx_id: str, started: bool) -> None:
     async with sessions() as session, session.begin():
-        row = await session.get(PbxRow, pbx_id)
-        if row is None:
-            raise PbxNotFound(f"no PBX instance {pbx_id!r}")
+        row = await _row(session, pbx_id)
         row.started = started
 
 
 async def delete(sessions: async_sessionmaker[AsyncSession], pbx_id: str) -> None:
     async with sessions() as session, session.begin():
-        row = await session.get(PbxRow, pbx_id)
-        if row is None:
-            raise PbxNotFound(f"no PBX instance {pbx_id!r}")
+        row = await _row(session, pbx_id)
         await session.delete(row)

@@ -35,10 +35,12 @@ from voxgate.biometrics.profile import (
 from voxgate.errors import ModelMismatch, ProfileError
 from voxgate.store import settings_kv
 from voxgate.store.cache import TtlCache
+from voxgate.store.db import unstorable
 from voxgate.store.snapshots import ModelSpec
 from voxgate.store.tables import ProfileRow
 
 _PARSED_CACHE = 16  # parsed stored profiles kept in memory, by content hash
+MAX_NAME = 256  # the width of profiles.name
 
 
 class ProfileNotFound(ProfileError):
@@ -134,7 +136,7 @@ async def _active_uuid(session: AsyncSession) -> str | None:
 
 
 async def _row(session: AsyncSession, uuid: str) -> ProfileRow:
-    row = await session.get(ProfileRow, uuid)
+    row = None if unstorable(session, uuid) else await session.get(ProfileRow, uuid)
     if row is None:
         raise ProfileNotFound(f"no calibration profile {uuid!r}")
     return row
@@ -187,6 +189,9 @@ async def add_profile(
 ) -> ProfileInfo:
     """Store a checked profile; ProfileExists if one with the same content hash is stored."""
     content_hash = profile.content_hash
+    name = name or profile.name
+    if len(name) > MAX_NAME or "\x00" in name:  # what the column (and so a backup) holds, on either store
+        raise ProfileError(f"a calibration profile's name must be at most {MAX_NAME} characters, without NUL")
     try:
         async with sessions() as session, session.begin():
             existing = await session.scalar(
@@ -196,7 +201,7 @@ async def add_profile(
                 raise ProfileExists(
                     f"this calibration profile is already stored as {existing} (same content hash)"
                 )
-            row = _new_row(profile, name or profile.name, shipped)
+            row = _new_row(profile, name, shipped)
             session.add(row)
             await session.flush()
             return _info(row, await _active_uuid(session))

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voxgate.errors import VoxgateError
 from voxgate.store.crypto import seal_in, unseal_in
-from voxgate.store.db import DbSessions
+from voxgate.store.db import DbSessions, unstorable
 from voxgate.store.tables import SubscriptionRow
 
 STREAMS = "streams"
@@ -105,6 +105,8 @@ def _check(type: str, channel_uuid: str, url: str, external_id: str | None) -> N
             )
     elif external_id is not None:
         raise ValueError("a streams subscription has no external_id")
+    if any("\x00" in value for value in (channel_uuid, url, external_id or "")):
+        raise ValueError("channel_uuid, webhook URL and external_id must not contain NUL characters")
 
 
 def _conditions(
@@ -172,6 +174,8 @@ async def add(
 
 async def get(sessions: DbSessions, uuid: str) -> Subscription | None:
     async with sessions() as session:
+        if unstorable(session, uuid):
+            return None
         row = await session.get(SubscriptionRow, uuid)
         return None if row is None else _subscription(session, row)
 
@@ -187,6 +191,8 @@ async def find(
     """The subscriptions matching every given filter (empty ``types``: any type), oldest first."""
     conditions = _conditions(None, types, channel_uuid, url, external_id)
     async with sessions() as session:
+        if unstorable(session, channel_uuid, url, external_id, *types):
+            return []
         rows = await session.scalars(
             select(SubscriptionRow).where(*conditions).order_by(SubscriptionRow.created, SubscriptionRow.uuid)
         )
@@ -208,6 +214,8 @@ async def remove(
         raise ValueError("name the subscription (uuid) or its channel (channel_uuid)")
     conditions = _conditions(uuid, types, channel_uuid, url, external_id)
     async with sessions() as session, session.begin():
+        if unstorable(session, uuid, channel_uuid, url, external_id, *types):
+            return []
         rows = list(await session.scalars(select(SubscriptionRow).where(*conditions)))
         if rows:
             await session.execute(

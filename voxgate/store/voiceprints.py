@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint
-from voxgate.errors import VoiceprintExists, VoiceprintNotFound
+from voxgate.errors import VoiceprintError, VoiceprintExists, VoiceprintNotFound
 from voxgate.store.cache import TtlCache
+from voxgate.store.db import unstorable
 from voxgate.store.tables import EmbeddingRow, VoiceprintRow
 
 MAX_EXTERNAL_ID = 256
@@ -29,6 +30,8 @@ class StoredVoiceprint:
 def check_external_id(external_id: str) -> str:
     if not external_id or len(external_id) > MAX_EXTERNAL_ID:
         raise ValueError(f"external_id must be 1 to {MAX_EXTERNAL_ID} characters long")
+    if "\x00" in external_id:  # PostgreSQL cannot keep one; snapshots and backups refuse it on either store
+        raise VoiceprintError("external_id must not contain NUL characters")
     return external_id
 
 
@@ -108,7 +111,9 @@ async def get(sessions: async_sessionmaker[AsyncSession], external_id: str) -> S
     if cached is not None:
         return cached
     async with sessions() as session:
-        row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
+        row = None
+        if not unstorable(session, external_id):
+            row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
         if row is None:
             raise VoiceprintNotFound(f"no voiceprint for external_id {external_id!r}")
         stored = _to_stored(row)
@@ -119,7 +124,11 @@ async def get(sessions: async_sessionmaker[AsyncSession], external_id: str) -> S
 async def delete(sessions: async_sessionmaker[AsyncSession], external_id: str) -> None:
     try:
         async with sessions() as session, session.begin():
-            row = await session.scalar(select(VoiceprintRow).where(VoiceprintRow.external_id == external_id))
+            row = None
+            if not unstorable(session, external_id):
+                row = await session.scalar(
+                    select(VoiceprintRow).where(VoiceprintRow.external_id == external_id)
+                )
             if row is None:
                 raise VoiceprintNotFound(f"no voiceprint for external_id {external_id!r}")
             await session.delete(row)
