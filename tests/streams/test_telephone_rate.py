@@ -114,7 +114,7 @@ async def test_the_engine_runs_8k_and_16k_streams_side_by_side(
     engine.start()
     try:
         await asyncio.gather(*(send(key) for key in calls))
-        await asyncio.wait_for(asyncio.gather(*(engine.settle(p) for p in live.values())), 60)
+        await asyncio.wait_for(asyncio.gather(*(engine.settle(p, timeout_s=60) for p in live.values())), 60)
     finally:
         engine.stop()
     assert engine.stats.vad_calls < engine.stats.vad_windows, "the two 8 kHz streams share VAD calls"

@@ -6,7 +6,8 @@
       ─► Silero VAD (state carried between pushes), one probability per window: on the 16 kHz window, or
          for a stream at ≤ 8 kHz on its 8 kHz twin (256 samples of the same 32 ms, native or resampled)
       ─► SpeechGate (Silero's hysteresis, window by window; pads, pauses < keep_pause_s) ─► pending speech
-      ─► every CHUNK_S of net speech: embedded ONCE per model, added to a duration-weighted sum
+      ─► at the first pause after CHUNK_S of net speech (at 2 × CHUNK_S without one): a chunk,
+         embedded ONCE per model, added to a duration-weighted sum
       ─► on demand (a settle): the settled tail (≥ TAIL_MIN_S, the speaker paused), one more chunk
 
 The stages cut a stream as :meth:`Biometrics.analyse <voxgate.biometrics.engine.Biometrics.analyse>` cuts a
@@ -23,8 +24,11 @@ VAD → :meth:`~SpeechPipeline.gate` → embeddings → :meth:`~SpeechPipeline.a
 session owns a pipeline and is handed a :data:`Submit` and a :class:`Settle` callable; neither the
 session nor the engine knows the other.
 
-Memory per stream is bounded, never the call: the pending audio (< CHUNK_S of net speech, with its pads and
-kept pauses) and what the gate holds (a pause < ``keep_pause_s``, a segment's unconfirmed start and hangover).
+Chunks end where the caller pauses, so a chunk never ends mid-word and an utterance of up to 2 × CHUNK_S is
+embedded whole, exactly as the offline pass embeds that recording.
+
+Memory per stream is bounded, never the call: the pending audio (< 2 × CHUNK_S of net speech, with its pads
+and kept pauses) and what the gate holds (a pause < ``keep_pause_s``, a segment's unconfirmed start and hangover).
 
 Speech that has not yet filled a chunk is the *tail*. Once the speaker paused (the gate closed its
 segment) the tail is *settled*, and a reader that needs the voiceprint now (verify, enroll) has it
@@ -32,7 +36,7 @@ embedded on demand: :meth:`SpeechPipeline.take_tail` cuts it exactly as :meth:`~
 cuts a chunk, so it becomes one more chunk of the voiceprint and is never embedded twice (the engine's
 ``settle``, or :meth:`SpeechPipeline.settle_inline`). ``speech_s`` (the net speech the voiceprint holds)
 then lags the live audio only by speech still inside an open segment, or by a tail shorter than
-``TAIL_MIN_S``; until someone settles, by less than ``CHUNK_S``. The pause the gate holds after a segment
+``TAIL_MIN_S``; until someone settles, by less than 2 × ``CHUNK_S``. The pause the gate holds after a segment
 is not part of the tail (it is kept only if speech resumes); a tail cut as soon as its segment closed may
 lack the rest of its trailing pad (< ``pad_s - min_silence_s``), which then leads the next chunk.
 """
@@ -375,8 +379,10 @@ class SpeechPipeline:
         )
 
     def gate(self, window: FloatArray, probability: float) -> tuple[FloatArray, float] | None:
-        """One 16 kHz window and its speech probability (of its VAD-rate twin) in; a chunk holding
-        ``chunk_s`` of net speech (and that net speech, seconds) out when one is complete."""
+        """One 16 kHz window and its speech probability (of its VAD-rate twin) in; a chunk (and its net
+        speech, seconds) out when one is complete: at least ``chunk_s`` of net speech, cut where the caller
+        pauses, or at twice ``chunk_s`` if they do not. Cut at a pause, a chunk never ends mid-word, and an
+        utterance of up to twice ``chunk_s`` is embedded whole, as the offline pass embeds it."""
         speech, speech_windows = self._gate.step(window.copy(), probability)
         for part in speech:
             self._pending.append(part)
@@ -385,6 +391,8 @@ class SpeechPipeline:
         self._heard_windows += speech_windows
         if self._pending_windows < self._chunk_windows:
             return None
+        if self._gate.in_segment and self._pending_windows < 2 * self._chunk_windows:
+            return None  # wait for the pause
         return self._cut()
 
     def tail_due(self, force: bool = False) -> bool:
