@@ -55,7 +55,11 @@ DEFAULT_SPEECH = REPO.parent / "shared" / "data" / "speech"
 BoolArray = npt.NDArray[np.bool_]
 CACHE_VERSION = "2"  # bump when what is embedded per file changes (cut, crops, VAD)
 PASSPHRASE_ENROLL = 3  # recordings enrolled together in the text-dependent case
-SHORT_CLIP_MAX_S = 6.0  # sets whose median recording is shorter: the passphrase-like sets
+SHORT_CLIP_MAX_S = 4.5  # sets whose recordings (90 %) hold less speech: the passphrase-like sets
+# `verified` at ≤ 0.1 % false accepts on every fitting set and band, each set also scored by a profile
+# fitted on the others: measured held out, 0.3 % let 0.9-1.3 % of the keyword-clip impostors through
+# on the telephone channel (same small vocabulary as the targets: harder than any fitting set).
+ACCEPT_FAR = 0.001
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,8 @@ def _fit(
         normalisation="none",
         duration_aware=system.duration_aware,
         trials=trials,
+        accept_far=ACCEPT_FAR,
+        transfer=True,
         description=f"{system.label}, {channel.value} channel, fitted by `make accuracy` on the development sets",
     )
 
@@ -238,7 +244,7 @@ def passphrase_trials(embedded: EmbeddedSet, enroll: int = PASSPHRASE_ENROLL) ->
 
 def is_short(embedded: EmbeddedSet) -> bool:
     durations = [r.speech_s for r in embedded.results if not r.error]
-    return bool(durations) and float(np.median(durations)) < SHORT_CLIP_MAX_S
+    return bool(durations) and float(np.quantile(durations, 0.9)) < SHORT_CLIP_MAX_S
 
 
 def naive_eer(embedded: EmbeddedSet) -> float:
@@ -287,13 +293,15 @@ def embed_sets(
     return by_channel
 
 
-def _passphrase_rows(embedded: list[EmbeddedSet], channel: Channel, default: System) -> list[Row]:
+def _passphrase_rows(
+    by_channel: dict[Channel, list[EmbeddedSet]], channel: Channel, default: System
+) -> list[Row]:
     """Text-dependent trials of the short sets: the default engine held out, and the passphrase profile
     fitted speaker-disjoint (one half of the speakers' passphrase trials scores the other half)."""
     rows = []
     passphrase = System("passphrase", "passphrase profile (in-domain)", default.model_ids, True)
-    for target in (s for s in embedded if is_short(s)):
-        others = [s for s in embedded if s is not target]
+    for target in (s for s in by_channel[channel] if is_short(s)):
+        others = fitting_sets(by_channel, channel, target)
         profile = _fit(others, default, channel, f"held-out-{target.name}")
         trials = passphrase_trials(target).scored(profile)
         rows.append(Row(target.name, default, trials, _band_split(trials)))
@@ -306,6 +314,22 @@ def _passphrase_rows(embedded: list[EmbeddedSet], channel: Channel, default: Sys
     return rows
 
 
+def fitting_sets(
+    by_channel: dict[Channel, list[EmbeddedSet]], channel: Channel, target: EmbeddedSet | None = None
+) -> list[EmbeddedSet]:
+    """The sets a profile of ``channel`` is fitted on (without ``target``). The wideband profile also
+    learns from the 8 kHz sets as the engine hears them (the same voiceprints: audio at 16 kHz from a
+    narrowband line is common, and only they hold more short, same-vocabulary clips)."""
+    sets = list(by_channel[channel])
+    if channel is Channel.WIDEBAND:
+        sets += [s for s in by_channel[Channel.TELEPHONE] if _native_8k(s)]
+    return [s for s in sets if s is not target]
+
+
+def _native_8k(embedded: EmbeddedSet) -> bool:
+    return max(r.source_rate_hz for r in embedded.results if not r.error) <= 8000
+
+
 def run(speech: Path, settings: Settings, cache: Path, jobs: int) -> Results:
     by_channel = embed_sets(speech, settings, cache, jobs)
     out = Results(by_channel, {}, {}, {}, {}, {}, {})
@@ -316,10 +340,10 @@ def run(speech: Path, settings: Settings, cache: Path, jobs: int) -> Results:
         for system in SYSTEMS:
             started = time.monotonic()
             for target in embedded:
-                others = [s for s in embedded if s is not target]
+                others = fitting_sets(by_channel, channel, target)
                 profile = _fit(others, system, channel, f"held-out-{target.name}")
                 out.held_out[channel].append(evaluate_set(profile, target, system))
-            full = _fit(embedded, system, channel, channel.value)
+            full = _fit(fitting_sets(by_channel, channel), system, channel, channel.value)
             out.fitted_all[channel].extend(evaluate_set(full, target, system) for target in embedded)
             for suffix, key in SHIPPED.items():
                 if key == system.key:
@@ -334,8 +358,8 @@ def run(speech: Path, settings: Settings, cache: Path, jobs: int) -> Results:
                     out.in_domain[channel].append(_row(target.name, system, parts))
             print(f"{channel.value} {system.label}: {time.monotonic() - started:.0f} s", file=sys.stderr)
         default = next(s for s in SYSTEMS if s.key == DEFAULT)
-        out.passphrase[channel] = _passphrase_rows(embedded, channel, default)
-        short = [s for s in embedded if is_short(s)]
+        out.passphrase[channel] = _passphrase_rows(by_channel, channel, default)
+        short = [s for s in fitting_sets(by_channel, channel) if is_short(s)]
         if short:
             passphrase = System("passphrase", "passphrase", default.model_ids, True)
             profile = _fit(
@@ -413,8 +437,9 @@ def render(results: Results) -> str:
         "  16 kHz sets through a **simulated channel** (resampled to 8 kHz, G.711 µ-law round trip). VAD runs at 8 kHz",
         "  on telephone audio.",
         "- **Held out**: the profile scoring a set (calibration, fusion weights, verdict thresholds) was fitted on the",
-        "  *other* sets of that channel only. This is what a customer meets on audio we never saw. The wideband",
-        "  channel has only two sets, so each is scored with a profile fitted on the other one alone.",
+        "  *other* sets only. This is what a customer meets on audio we never saw. The wideband profiles also learn",
+        "  from the two 8 kHz sets as the engine hears them (the same voiceprints): with LibriSpeech alone, the",
+        "  wideband thresholds let 7.7 % of the keyword-clip impostors through, held out.",
         "- **Duration-aware** engines weigh a score by the net speech behind it (the shorter side's, `log` of it,",
         "  with an interaction per model); their thresholds hold in every test-speech band with enough trials.",
         "- **Speech bands**: the test side cut to its first 2, 4.5, 8 and 20 s of net speech (enrollment side whole)",
@@ -426,8 +451,9 @@ def render(results: Results) -> str:
         "  baseline a short-speech engine has to beat.",
         "",
         "Verdict thresholds are fitted for two operating points on *every* fitting set (and, duration-aware, every",
-        "speech band): `verified` at ≤ 0.3 % false accepts and `not_verified` at ≤ 2 % false rejects (the strictest",
-        "decides). Between them: `not_sure`.",
+        "speech band), each set scored both by the profile and by one fitted on the other sets: `verified` at",
+        "≤ 0.1 % false accepts and `not_verified` at ≤ 2 % false rejects (the strictest decides). Between them:",
+        "`not_sure`.",
         "",
     ]
     default = next(x for x in SYSTEMS if x.key == DEFAULT)

@@ -249,22 +249,20 @@ def normalised_trials(
 def _threshold_groups(
     profile: CalibrationProfile, trials: Sequence[Trials], banded: bool
 ) -> list[tuple[FloatArray, BoolArray]]:
-    """Each set's scorable LLRs, split by test-speech band when ``banded`` (bands with too few trials
-    for the operating points are left to the others)."""
+    """Each set's scorable LLRs, split by test-speech band when ``banded``: bands with too few trials for
+    the operating points are left to the others (a set with no such band counts as one group)."""
     groups = []
     for t in trials:
         llr = profile.pair_llrs(t.enrolled, t.tests, t.pairs)
-        if not banded:
-            groups.append((llr, t.is_target))
-            continue
-        test_s = t.test_s
-        for low, high in BANDS_S:
-            inside = (test_s >= low) & (test_s < high)
-            if (
-                (t.is_target[inside]).sum() >= MIN_BAND_TARGETS
-                and (~t.is_target[inside]).sum() >= MIN_BAND_NONTARGETS
-            ):
-                groups.append((llr[inside], t.is_target[inside]))
+        bands = []
+        if banded:
+            test_s = t.test_s
+            for low, high in BANDS_S:
+                inside = (test_s >= low) & (test_s < high)
+                targets, nontargets = int(t.is_target[inside].sum()), int((~t.is_target[inside]).sum())
+                if targets >= MIN_BAND_TARGETS and nontargets >= MIN_BAND_NONTARGETS:
+                    bands.append((llr[inside], t.is_target[inside]))
+        groups += bands or [(llr, t.is_target)]
     return groups
 
 
@@ -287,13 +285,19 @@ def fit_profile(
     description: str = "",
     duration_aware: bool = False,
     trials: Sequence[Trials] | None = None,
+    transfer: bool = False,
 ) -> CalibrationProfile:
     """Fit fusion weights, offset and verdict thresholds on every pair of recordings within each set.
 
     ``duration_aware``: the test sides are also cut to each of ``CROPS_S`` seconds of net speech, the fit
     learns how speech length changes a score's meaning (:class:`QualityTerm`), and the thresholds hold
     in every test-speech band with enough trials, not just on average. ``trials`` replaces the sets'
-    own trials (e.g. several recordings enrolled together)."""
+    own trials (e.g. several recordings enrolled together).
+
+    ``transfer``: the thresholds must also hold on each fitting set as scored by a profile fitted on the
+    *other* sets (leave one set out), not only as the profile fitted on all of them scores it: a
+    calibration does not transfer perfectly to audio it never saw, and the operating points should
+    hold there too."""
     base = unfitted_profile(sets, model_ids, normalisation, top_k, cohort_size)
     if trials is None:
         trials = [s.trials(CROPS_S if duration_aware else ()) for s in sets]
@@ -319,6 +323,21 @@ def fit_profile(
         quality=fitted_quality,
     )
     groups = _threshold_groups(fitted, trials, banded=duration_aware)
+    if transfer and len(sets) > 1:
+        for k in range(len(sets)):
+            others = [i for i in range(len(sets)) if i != k]
+            unseen = fit_profile(
+                [sets[i] for i in others],
+                model_ids,
+                name=name,
+                channel=channel,
+                normalisation=normalisation,
+                top_k=top_k,
+                cohort_size=cohort_size,
+                duration_aware=duration_aware,
+                trials=[trials[i] for i in others],
+            )
+            groups += _threshold_groups(unseen, [trials[k]], banded=duration_aware)
     thresholds = fit_thresholds(groups, accept_far=accept_far, reject_frr=reject_frr)
     fitted_on: dict[str, Any] = {
         "sets": [
@@ -336,6 +355,13 @@ def fit_profile(
         + (
             f"; test side also cut to {', '.join(f'{c:g}' for c in CROPS_S)} s of net speech"
             if duration_aware
+            else ""
+        ),
+        "thresholds": "hold on every fitting set"
+        + (" and speech band" if duration_aware else "")
+        + (
+            "; also on each set as scored by a profile fitted on the others"
+            if transfer and len(sets) > 1
             else ""
         ),
         "cohort_size": 0 if normalisation == "none" else int(terms[0].cohort.shape[0]),  # type: ignore[union-attr]
