@@ -110,6 +110,7 @@ class PostgresServer:
     port: int
     password: str
     user: str | None  # the system user the server runs as (None: this one)
+    watchdog: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(cls, bin_dir: Path) -> PostgresServer:
@@ -139,6 +140,7 @@ class PostgresServer:
             for _attempt in range(5):  # a port picked free may be taken before the server binds it
                 server.port = _free_port()
                 if server._pg_ctl_start():
+                    server._watch()
                     return server
             raise RuntimeError(f"PostgreSQL did not start; its log:\n{server.log()}")
         except BaseException:
@@ -169,6 +171,22 @@ class PostgresServer:
         )
         done = subprocess.run(argv, cwd=self.folder, capture_output=True, text=True, timeout=120)
         return done.returncode == 0
+
+    def _watch(self) -> None:
+        """A shell that stops the server and removes its folder once this process is gone, however it ended
+        (a test run killed by a timeout runs no teardown)."""
+        stop = self._as_user(
+            [str(self.bin_dir / "pg_ctl"), "stop", "--pgdata", str(self.folder / "data"), "--mode", "immediate"]
+        )
+        script = 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; shift; "$@" >/dev/null 2>&1; rm -rf "$FOLDER"'
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", script, "watchdog", str(os.getpid()), *stop],
+            env={**os.environ, "FOLDER": str(self.folder)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def log(self) -> str:
         path = self.folder / "server.log"
@@ -212,6 +230,9 @@ class PostgresServer:
             while (self.folder / "data" / "postmaster.pid").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
         shutil.rmtree(self.folder, ignore_errors=True)
+        if self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.wait()
 
 
 _numbers = itertools.count(1)

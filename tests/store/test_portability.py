@@ -14,7 +14,7 @@ from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from tests.postgres import StoreUrls
+from tests.postgres import PostgresServer, StoreUrls
 from voxgate.biometrics.profile import shipped_profile, shipped_profiles
 from voxgate.biometrics.voiceprint import Embedding, Voiceprint, l2_normalise
 from voxgate.errors import ProfileError, VoiceprintError, VoiceprintNotFound
@@ -125,3 +125,27 @@ def test_migrations_go_down_to_empty_and_up_again(store_url: StoreUrls) -> None:
 
     empty, full = asyncio.run(run())
     assert empty == [] and full == sorted(Base.metadata.tables)
+
+
+@pytest.mark.postgresql
+@pytest.mark.asyncio
+async def test_nodes_starting_at_once_on_one_empty_postgresql_database(postgres_server: PostgresServer) -> None:
+    """Cluster nodes start together on a new database: the migrations run once (the others wait for them),
+    the shipped profiles are stored once, and exactly one account is created. (SQLite, one box, is not
+    opened by several processes at once.)"""
+    url = postgres_server.create_database("nodes_at_once")
+    nodes = [Store(url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(node.open() for node in nodes))
+        added = await asyncio.gather(*(profiles.ensure_shipped(node.sessions) for node in nodes))
+        assert sum(added) == len(shipped_profiles())
+        created = await asyncio.gather(
+            *(accounts.create_account(node.sessions, f"admin{i}", "password") for i, node in enumerate(nodes))
+        )
+        assert sorted(created) == [False, False, False, True]
+        async with nodes[0].engine.connect() as connection:
+            assert (await connection.execute(text("SELECT count(*) FROM users"))).scalar() == 1
+    finally:
+        for node in nodes:
+            await node.close()
+        postgres_server.drop_database("nodes_at_once")

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
@@ -79,6 +79,10 @@ async def create_account(sessions: DbSessions, username: str, password: str) -> 
     password_hash = await _hash(password)
     try:
         async with sessions() as session, session.begin():
+            if session.bind is not None and session.bind.dialect.name == "postgresql":
+                # nodes starting at once with different VOXGATE_ADMIN_USER: without the lock each would see
+                # no account and insert its own (READ COMMITTED); the lock makes the later ones see the first
+                await session.execute(text("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE"))
             if await session.scalar(select(func.count()).select_from(UserRow)):
                 return False
             session.add(

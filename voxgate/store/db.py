@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -68,8 +68,16 @@ def alembic_config() -> Config:
     return config
 
 
+# pg_advisory_xact_lock key serialising migrations (any fixed 64-bit number; b"voxgate" as an integer)
+MIGRATION_LOCK = 0x766F7867617465
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent).
+
+    PostgreSQL: nodes of a cluster (or workers) may start at once on a new database. The migrations run in
+    one transaction that first takes an advisory lock, so one node migrates and the others wait for its
+    commit, then find the schema current."""
 
     def upgrade(connection: Connection) -> None:
         config = alembic_config()
@@ -77,6 +85,8 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(config, "head")
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await connection.run_sync(upgrade)
 
 
