@@ -4,11 +4,13 @@ Tests marked ``both_stores`` that take the ``store_backend`` fixture (directly o
 tests/api's ``settings``) run twice: on SQLite and on PostgreSQL (``[postgresql]``, also marked
 ``postgresql``: ``-m "not postgresql"`` leaves those out). The PostgreSQL server is a throwaway one started
 once per session, only when a test needs it (``tests/postgres.py``); without PostgreSQL those tests fail
-and say which script installs it. Every other test runs on SQLite only.
+and say which script installs it. Every other test runs on SQLite only; with
+``VOXGATE_TEST_POSTGRESQL_EVERYWHERE=1`` every test that takes ``store_backend`` runs on both.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from tests.postgres import PostgresMissing, PostgresServer, StoreUrls, ensure_in
 from voxgate.settings import Settings
 
 STORES = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql))
+# set to 1: every test that takes store_backend runs on both (all of tests/api, ~3 min more), for a deeper check
+EVERY_TEST = "VOXGATE_TEST_POSTGRESQL_EVERYWHERE"
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
 LIBRI = SPEECH / "librispeech_test_other"
@@ -49,7 +53,11 @@ def libri_files(speaker: str) -> list[Path]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "store_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+    if "store_backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        return
+    if metafunc.definition.get_closest_marker("both_stores") or os.environ.get(EVERY_TEST) == "1":
         metafunc.parametrize("store_backend", STORES, indirect=True)
 
 

@@ -21,6 +21,8 @@ from voxgate.service.webhooks import sign, verify_signature
 from voxgate.settings import Settings
 from voxgate.store import crypto, files, pbx, subscriptions
 
+pytestmark = pytest.mark.sqlite_only  # reads the SQLite files (tests/conftest.py)
+
 WEBHOOK = "https://93.184.215.14/hooks/voxgate"  # a public address; nothing is sent to it here
 
 
