@@ -186,6 +186,25 @@ async def test_the_engine_embeds_a_settled_tail_once(
 
 
 @pytest.mark.asyncio
+async def test_a_settle_that_does_not_wait_only_asks(biometrics: Biometrics, engine: InferenceEngine) -> None:
+    """A verify poll that already has a verdict asks for the tail and returns; a later read has it."""
+    audio = np.concatenate([SHORT["arabic"](), PAUSE])
+    pipeline = SpeechPipeline("s", RATE, biometrics)
+    await submit_frames(engine, pipeline, audio)
+    while pipeline.working:  # the analysis caught up: only the tail is left
+        await asyncio.sleep(0.01)
+    assert pipeline.tail_due() and pipeline.speech_s == 0
+    started = time.perf_counter()
+    await engine.settle(pipeline, wait=False)
+    assert time.perf_counter() - started < 0.05 and pipeline.speech_s == 0, "asked, not waited for"
+    for _ in range(300):
+        if pipeline.speech_s:
+            break
+        await asyncio.sleep(0.01)
+    assert pipeline.speech_s == pytest.approx(pipeline.heard_speech_s) and engine.stats.tails == 1
+
+
+@pytest.mark.asyncio
 async def test_a_settle_wakes_a_waiting_worker(biometrics: Biometrics) -> None:
     """The worker does not sleep out its cycle while a tail is asked for."""
     engine = InferenceEngine(biometrics, cycle_s=60.0)

@@ -77,7 +77,9 @@ async def verify_stream(
             message=exc.message,
         )
     else:
-        await stream.settle()  # a settled tail joins the voiceprint first (once; free when none is due)
+        # A settled tail joins the voiceprint (once; free when none is due). A poll that can already be
+        # answered does not wait for it: the next poll has it (bench/README.md, density after issue 11).
+        await stream.settle(wait=stream.speech_s < required_s)
         try:
             test = stream.voiceprint(required_s, "a verification")
         except InsufficientSpeech as exc:

@@ -250,14 +250,15 @@ class StreamSession:
             self.busy -= 1
             self.touch()
 
-    async def settle(self, force: bool = False) -> None:
+    async def settle(self, force: bool = False, wait: bool = True) -> None:
         """Have the settled tail embedded before reading the voiceprint (see
         :meth:`SpeechPipeline.tail_due`; ``force`` takes the open segment's released speech too).
         Costs nothing when no tail is due. Through ``settle`` (the engine's, which runs this stream's
         stages); inline without ``submit``; with ``submit`` but no ``settle`` nothing is settled (only
-        the thread that runs the stages may cut a tail)."""
+        the thread that runs the stages may cut a tail). ``wait=False``: the engine is asked, not waited
+        for (a later read has the tail)."""
         if self._settle is not None:
-            await self._settle(self.pipeline, force=force)
+            await self._settle(self.pipeline, force=force, wait=wait)
             return
         if self._submit is not None or self.closed:
             return
