@@ -210,7 +210,17 @@ class Settings(BaseSettings):
         default=3.0,
         ge=0.5,
         le=60,
-        description="Net speech of a live stream embedded at once (the voiceprint grows in steps).",
+        description="Net speech of a live stream embedded at once, at the caller's next pause (the "
+        "voiceprint grows in steps).",
+    )
+    stream_settle_until_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="While a stream's voiceprint holds less net speech than this, a verify also embeds the "
+        "speech after which the caller paused (the tail shorter than a chunk); beyond it the voiceprint "
+        "grows by chunks only (at most two chunks behind the live audio), which saves CPU on long calls. "
+        "An enroll always takes everything.",
     )
     stream_max_speech_s: float | None = Field(
         default=60.0,

@@ -78,8 +78,10 @@ async def verify_stream(
         )
     else:
         # A settled tail joins the voiceprint (once; free when none is due). A poll that can already be
-        # answered does not wait for it: the next poll has it (bench/README.md, density after issue 11).
-        await stream.settle(wait=stream.speech_s < required_s)
+        # answered does not wait for it: the next poll has it. Past VOXGATE_STREAM_SETTLE_UNTIL_S the
+        # chunks alone keep up (bench/README.md, density after issue 11).
+        if stream.speech_s < runtime.settings.stream_settle_until_s:
+            await stream.settle(wait=stream.speech_s < required_s)
         try:
             test = stream.voiceprint(required_s, "a verification")
         except InsufficientSpeech as exc:
