@@ -224,8 +224,11 @@ async def enroll(
     summary="Verify a live stream against a customer's voiceprint",
     description="Scores the stream's voiceprint so far against the stored one with the active calibration "
     "profile: `verified` / `not_sure` / `not_verified` and the calibrated score (LLR). Cheap enough to "
-    "poll twice a second per stream: no audio is processed by this call. Below "
-    "`VOXGATE_MIN_VERIFY_SPEECH_S` (default 3 s) of net speech: `result: not_enough_speech`, score null.",
+    "poll twice a second per stream: the stream's speech is analysed as it arrives; a verify only has the "
+    "speech after which the caller paused (shorter than a chunk) embedded once, and waits for that only "
+    "for its first verdict. Below `VOXGATE_MIN_VERIFY_SPEECH_S` (default 1 s) of net speech: "
+    "`result: not_enough_speech`, score null. Short speech is scored with duration-aware profiles: "
+    "`not_sure` is the usual answer where the evidence is thin.",
     dependencies=[Unlocked],
     responses={401: UNAUTHORIZED, 404: STREAM_OR_VOICEPRINT, 423: LOCKED, 503: NO_MODELS},
 )
