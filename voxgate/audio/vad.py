@@ -29,7 +29,7 @@ from voxgate.errors import ModelError, ModelNotPrepared
 VAD_SAMPLE_RATE_HZ = 16000  # wideband audio (and the models' rate)
 TELEPHONE_VAD_RATE_HZ = 8000  # audio that arrived at 8 kHz or less is analysed at 8 kHz
 WINDOW_SAMPLES = 512  # 32 ms at 16 kHz, the model's fixed window
-CONTEXT_SAMPLES = 64  # the model expects the previous window's last 64 samples in front
+CONTEXT_SAMPLES = 64  # the model expects the previous window's last 64 samples (at 16 kHz) in front
 WINDOW_S = WINDOW_SAMPLES / VAD_SAMPLE_RATE_HZ  # 32 ms at either rate
 # Level normalisation in front of the model: the running peak is brought to LEVEL_TARGET (quiet audio
 # raised by at most LEVEL_MAX_GAIN, loud audio lowered). Causal (the gain of a window depends only on the audio so far), so a live
@@ -95,7 +95,7 @@ class VadState:
     peak: float = LEVEL_FLOOR
 
     def __post_init__(self) -> None:
-        self.context = np.zeros(window_samples(self.rate_hz) // 8, dtype=np.float32)  # 64 or 32 samples
+        self.context = np.zeros(CONTEXT_SAMPLES * self.rate_hz // VAD_SAMPLE_RATE_HZ, dtype=np.float32)
 
     def gain(self, window: FloatArray) -> float:
         """This window's gain: the running peak (this window included) brought to LEVEL_TARGET."""
