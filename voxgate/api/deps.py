@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader
 
 from voxgate.api.errors import Unauthorized
 from voxgate.service import maintenance
+from voxgate.service.live import LiveFeed
 from voxgate.service.runtime import Runtime
 from voxgate.store import accounts
 
@@ -20,6 +21,15 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_live(request: Request) -> LiveFeed:
+    """The live view of this process's streams (made with the app's runtime, see ``create_app``)."""
+    live: LiveFeed = request.app.state.live
+    return live
+
+
+LiveDep = Annotated[LiveFeed, Depends(get_live)]
 
 
 def token_from_header(authorization: str | None) -> str | None:

@@ -104,7 +104,7 @@ async def verify_stream(
                 profile=profile.name,
                 profile_hash=profile.content_hash,
             )
-            stream.last_verdict, stream.last_score = scored.verdict.value, round(scored.llr, 4)
+            stream.record_verdict(scored.verdict.value, round(scored.llr, 4), test.speech_s)
     metrics.verified(done.result)
     if record:
         record_verify(sessions, done)

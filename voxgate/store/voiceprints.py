@@ -139,3 +139,43 @@ async def delete(sessions: async_sessionmaker[AsyncSession], external_id: str) -
 async def count(sessions: async_sessionmaker[AsyncSession]) -> int:
     async with sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(VoiceprintRow)) or 0)
+
+
+@dataclass(frozen=True)
+class VoiceprintSummary:
+    """A voiceprint's row without its vectors: what a listing shows."""
+
+    external_id: str
+    created: datetime
+    speech_s: float
+    source: dict[str, Any]
+
+
+async def search(
+    sessions: async_sessionmaker[AsyncSession], prefix: str = "", limit: int = 50
+) -> tuple[list[VoiceprintSummary], int]:
+    """Voiceprints whose external_id starts with ``prefix`` (``%`` and ``_`` are plain characters),
+    newest first, at most ``limit``; and how many match in all. No vector is read."""
+    match = VoiceprintRow.external_id.startswith(prefix, autoescape=True)
+    async with sessions() as session:
+        if unstorable(session, prefix):
+            return [], 0
+        total = int(await session.scalar(select(func.count()).select_from(VoiceprintRow).where(match)) or 0)
+        rows = await session.execute(
+            select(
+                VoiceprintRow.external_id, VoiceprintRow.created, VoiceprintRow.speech_s, VoiceprintRow.source
+            )
+            .where(match)
+            .order_by(VoiceprintRow.created.desc(), VoiceprintRow.id.desc())
+            .limit(limit)
+        )
+        found = [
+            VoiceprintSummary(
+                external_id,
+                created if created.tzinfo else created.replace(tzinfo=UTC),
+                speech_s,
+                dict(source),
+            )
+            for external_id, created, speech_s, source in rows
+        ]
+    return found, total

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -55,9 +57,22 @@ __all__ = [
     "StreamNotFound",
     "StreamSession",
     "StreamType",
+    "VerdictMark",
 ]
 
 InfoValue = str | bool | int | float
+# verdicts a stream remembers for its timeline (the console's Live calls page): a minute of polls at 2 a second
+VERDICT_HISTORY = 120
+
+
+@dataclass(frozen=True)
+class VerdictMark:
+    """One verification of a stream, placed on the stream's own clock (seconds of audio received)."""
+
+    at_s: float  # the stream's duration_s when it was scored
+    verdict: str  # verified | not_sure | not_verified
+    score: float  # the LLR
+    speech_s: float  # net speech the score is based on
 
 
 class StreamType(StrEnum):
@@ -125,6 +140,7 @@ class StreamSession:
         self.busy = 0  # pushes in progress (an idle timeout never closes a stream mid-push)
         self.last_verdict: str | None = None  # the last verification result on this stream
         self.last_score: float | None = None
+        self.verdicts: deque[VerdictMark] = deque(maxlen=VERDICT_HISTORY)  # oldest first
         # how far this stream's audio may run ahead of its analysis (the engine's limit): a feeder
         # (voxgate.streams.feeder) queues at most this much more before its door waits or drops audio
         self.max_backlog_s = max_backlog_s
@@ -185,6 +201,11 @@ class StreamSession:
     def working(self) -> bool:
         """Audio of this stream is still being analysed (an idle timeout waits for it)."""
         return self.pipeline.working
+
+    def record_verdict(self, verdict: str, score: float, speech_s: float) -> None:
+        """Remember a verification's outcome: the last one, and the recent ones as a timeline."""
+        self.last_verdict, self.last_score = verdict, score
+        self.verdicts.append(VerdictMark(round(self.duration_s, 3), verdict, score, round(speech_s, 3)))
 
     def idle_s(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last_data

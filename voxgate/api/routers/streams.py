@@ -8,14 +8,16 @@ stream's :class:`~voxgate.streams.session.StreamSession`; the biometrics happen 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from voxgate import __version__
-from voxgate.api.deps import RuntimeDep, Unlocked, User
+from voxgate.api.deps import LiveDep, RuntimeDep, Unlocked, User
 from voxgate.api.errors import PayloadTooLarge, error_response
 from voxgate.api.schemas import (
     INFO_EXAMPLE,
@@ -30,6 +32,7 @@ from voxgate.api.schemas import (
 )
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
+from voxgate.service.live import EndedStream, LiveSnapshot
 from voxgate.service.runtime import Runtime
 from voxgate.store import profiles
 from voxgate.streams import StreamSession, StreamType
@@ -88,6 +91,13 @@ class StreamState(BaseModel):
     )
 
 
+class VerdictPoint(BaseModel):
+    at_s: float = Field(description="When it was scored: seconds of the stream's audio received by then.")
+    verdict: str = Field(examples=["verified"])
+    score: float = Field(description="The LLR.", examples=[4.21])
+    speech_length: float = Field(description="Net speech (seconds) the score is based on.", examples=[9.0])
+
+
 class StreamInfo(BaseModel):
     uuid: str = Field(description="The stream's id.", examples=[UUID_EXAMPLE])
     type: StreamType = Field(description="How the audio arrives: `HTTP`, `WebSocket` or `SIP`.")
@@ -123,6 +133,28 @@ class StreamInfo(BaseModel):
     )
     last_score: float | None = Field(
         default=None, description="The score (LLR) of the last verification.", examples=[4.21]
+    )
+    verdicts: list[VerdictPoint] = Field(
+        default_factory=list,
+        description="The stream's recent verifications (at most the last 120), oldest first: its verdict "
+        "timeline.",
+    )
+
+
+class EndedStreamInfo(StreamInfo):
+    ended: datetime = Field(description="When the stream ended (UTC).")
+    reason: str = Field(
+        description="Why: `closed`, `idle_timeout`, `no_audio`, `force_off`, `shutdown`...",
+        examples=["closed"],
+    )
+
+
+class LiveStreams(BaseModel):
+    """One event of `GET /api/v2/streams/live`."""
+
+    running: list[StreamInfo] = Field(description="Live streams, oldest first.")
+    ended: list[EndedStreamInfo] = Field(
+        description="The last streams that ended, newest first (at most 20)."
     )
 
 
@@ -225,7 +257,23 @@ def _info(session: StreamSession) -> StreamInfo:
         dropped_s=round(session.dropped_s, 3),
         last_verdict=session.last_verdict,
         last_score=session.last_score,
+        verdicts=[
+            VerdictPoint(at_s=m.at_s, verdict=m.verdict, score=m.score, speech_length=m.speech_s)
+            for m in session.verdicts
+        ],
     )
+
+
+def _ended(ended: EndedStream) -> EndedStreamInfo:
+    return EndedStreamInfo(**_info(ended.session).model_dump(), ended=ended.ended, reason=ended.reason)
+
+
+def _live_event(snapshot: LiveSnapshot) -> str:
+    """One server-sent event: ``event: streams`` and the snapshot as one line of JSON."""
+    body = LiveStreams(
+        running=[_info(s) for s in snapshot.running], ended=[_ended(e) for e in snapshot.ended]
+    )
+    return f"event: streams\ndata: {body.model_dump_json()}\n\n"
 
 
 # -- the HTTP door -------------------------------------------------------------------------------------
@@ -332,6 +380,44 @@ async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamStat
 )
 async def list_streams(user: User, runtime: RuntimeDep) -> StreamList:
     return StreamList(streams=[_info(s) for s in runtime.streams.all()])
+
+
+@router.get(
+    "/api/v2/streams/live",
+    summary="Watch live streams (server-sent events)",
+    description="A `text/event-stream`: an event `streams` whose data is a `LiveStreams` JSON document "
+    "(running streams, the last ones that ended) at once, then every `interval_s` and whenever a stream "
+    "starts or stops, for `duration_s`; then the response ends and the watcher reconnects (a browser's "
+    "`EventSource` does so by itself; the console reads it with `fetch`, which can send the token header). "
+    "This process's streams only.",
+    responses={
+        200: {
+            "description": "Server-sent events, each `event: streams` with a `LiveStreams` document.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        401: UNAUTHORIZED,
+    },
+    response_class=StreamingResponse,
+)
+async def live_streams(
+    user: User,
+    live: LiveDep,
+    interval_s: Annotated[
+        float, Query(ge=0.2, le=10, description="Seconds between snapshots while nothing starts or stops.")
+    ] = 1.0,
+    duration_s: Annotated[
+        float, Query(ge=1, le=60, description="Seconds before the response ends (reconnect then).")
+    ] = 30.0,
+) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        async for snapshot in live.watch(interval_s, duration_s):
+            yield _live_event(snapshot)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # nginx: pass events at once
+    )
 
 
 @router.post(

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, File, Form, Response, UploadFile
+from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from voxgate.api.deps import RuntimeDep, Unlocked, User
@@ -149,6 +149,20 @@ class VoiceprintInfo(BaseModel):
             {"type": "stream", "stream_uuid": UUID_EXAMPLE, "stream_type": "HTTP", "sample_rate_hz": 8000}
         ],
     )
+
+
+class VoiceprintListed(BaseModel):
+    external_id: str = Field(examples=["customer-00042"])
+    created: datetime = Field(description="When it was stored (UTC).")
+    speech_length: float = Field(description="Net speech behind it, seconds.", examples=[21.0])
+    source: dict[str, Any] = Field(
+        description="Where it came from (see `VoiceprintInfo.source`).", examples=[{"type": "recordings"}]
+    )
+
+
+class VoiceprintList(BaseModel):
+    total: int = Field(description="Voiceprints whose external_id starts with the prefix.", examples=[1])
+    voiceprints: list[VoiceprintListed] = Field(description="The newest of them first, at most `limit`.")
 
 
 class LeaveResponse(BaseModel):
@@ -370,6 +384,38 @@ async def voiceprint_info(body: ExternalIdRequest, user: User, runtime: RuntimeD
             for e in (vp.embeddings[m] for m in model_name(vp).split("+"))
         ],
         source=stored.source,
+    )
+
+
+@router.get(
+    "/api/v2/voiceprints",
+    response_model=VoiceprintList,
+    summary="List voiceprints by external_id prefix",
+    description="The stored voiceprints whose external_id starts with `prefix` (every one when empty; `%` "
+    "and `_` are plain characters), newest first, at most `limit`, with how many match in all. Vectors are "
+    "not included (see the snapshot for those).",
+    responses={401: UNAUTHORIZED},
+)
+async def voiceprint_list(
+    user: User,
+    runtime: RuntimeDep,
+    prefix: Annotated[
+        str, Query(max_length=MAX_EXTERNAL_ID, description="The start of the external_ids to list.")
+    ] = "",
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many.")] = 50,
+) -> VoiceprintList:
+    found, total = await voiceprints.search(runtime.store.sessions, prefix, limit)
+    return VoiceprintList(
+        total=total,
+        voiceprints=[
+            VoiceprintListed(
+                external_id=v.external_id,
+                created=v.created,
+                speech_length=round(v.speech_s, 3),
+                source=v.source,
+            )
+            for v in found
+        ],
     )
 
 
