@@ -1,4 +1,5 @@
-"""The FastAPI application: Swagger UI at ``/swagger/``, the OpenAPI document beside it.
+"""The FastAPI application: Swagger UI at ``/swagger/``, the OpenAPI document beside it, the console at
+``/console/``.
 
 Its lifespan is the runtime's: :meth:`Runtime.start` before the first request, :meth:`Runtime.stop` after
 the last. The WebSocket door's connections are the only state the web layer holds itself.
@@ -10,14 +11,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from voxgate import __version__
 from voxgate.api import errors
+from voxgate.api.console import PATH as CONSOLE_PATH
+from voxgate.api.console import ConsoleFiles
 from voxgate.api.limits import OVERHEAD_BYTES, Limits, RequestLimits
 from voxgate.api.monitoring import RequestMetrics
 from voxgate.api.routers import ROUTERS, metrics, websocket
 from voxgate.api.websocket.connection import WebSocketDoor
+from voxgate.service.live import LiveFeed
 from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings, get_settings
 
@@ -56,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await runtime.start()
         door = WebSocketDoor(runtime)
         runtime.streams.listen(on_stop=door.on_stop)
+        app.state.live = LiveFeed(runtime.streams)
         websocket.redact_server_logs()
         app.state.runtime, app.state.door = runtime, door
         try:
@@ -79,6 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # outermost: counts what the limits refuse too
     for router in ROUTERS:
         app.include_router(router)
+
+    app.mount(CONSOLE_PATH, ConsoleFiles(), name="console")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        """A person who opens the server's address lands on the console."""
+        return RedirectResponse(f"{CONSOLE_PATH}/")
 
     @app.get("/health", response_model=Health, tags=["operations"], summary="Liveness and store check")
     async def health() -> Health:
