@@ -4,7 +4,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.voxgate-installed
 PORT  ?= 8000
 
-.PHONY: run setup models cluster-tools test lint unit accuracy accuracy-streaming bench clean
+.PHONY: run setup models cluster-tools console-tools test lint unit accuracy accuracy-streaming bench clean
 
 run: models
 	$(BIN)/voxgate serve --port $(PORT)
@@ -29,7 +29,11 @@ lint: setup
 cluster-tools:
 	bash scripts/cluster-tools.sh postgresql
 
-unit: models cluster-tools
+# Chromium and chromedriver (Debian packages) for the console's browser test (tests/api/console/)
+console-tools:
+	bash scripts/cluster-tools.sh chromium
+
+unit: models cluster-tools console-tools
 	$(BIN)/python -m pytest
 
 accuracy: models

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the existing engines a voxgate cluster runs on, from Debian's packages, if missing:
 #   postgresql - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
+#   chromium   - Debian's headless browser and its chromedriver, for the console's browser test
+#                (tests/api/console/); a test tool's own browser download cannot work offline
 # Usage: scripts/cluster-tools.sh [TOOL ...]   (default: every tool above)
 # The system services the packages start are stopped again: the tests run their own servers on free
 # loopback ports. Idempotent. Needs root (CI runs as root on a fresh Debian machine) or sudo.
@@ -21,7 +23,8 @@ postgres_bin() {
 present() {
   case "$1" in
     postgresql) [ -n "$(postgres_bin)" ] ;;
-    *) echo "cluster-tools: unknown tool '$1' (known: postgresql)" >&2; exit 2 ;;
+    chromium) [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] ;;
+    *) echo "cluster-tools: unknown tool '$1' (known: postgresql, chromium)" >&2; exit 2 ;;
   esac
 }
 
@@ -41,11 +44,18 @@ stop_services() {
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(postgresql)
+[ ${#tools[@]} -gt 0 ] || tools=(postgresql chromium)
 missing=()
 for tool in "${tools[@]}"; do
   present "$tool" || missing+=("$tool")
 done
+packages() {
+  # the Debian packages that bring a tool
+  case "$1" in
+    chromium) echo chromium chromium-driver ;;
+    *) echo "$1" ;;
+  esac
+}
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -59,8 +69,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "cluster-tools: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+debs=()
+for tool in "${missing[@]}"; do
+  read -r -a more <<<"$(packages "$tool")"
+  debs+=("${more[@]}")
+done
+# wait for another apt (a second install on the same machine) rather than fail on its lock
+"${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
+"${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
 for tool in "${missing[@]}"; do
   stop_services "$tool"
   present "$tool" || { echo "cluster-tools: $tool is still missing after the install" >&2; exit 1; }
