@@ -265,3 +265,26 @@ async def test_import_from_recordings(app: FastAPI, client: httpx.AsyncClient, a
 
     page = await events.find(runtime_of(app).store.sessions, events.EventFilter(types=(events.IMPORT,)))
     assert [e.outcome for e in page.events][:3] == ["created", "failed", "created"]
+
+
+@pytest.mark.asyncio
+async def test_list_by_prefix(app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    """GET /api/v2/voiceprints: newest first, the total beside a limited page, no vectors."""
+    sessions = runtime_of(app).store.sessions
+    rng = np.random.default_rng(3)
+    for external_id in ("shop-1", "shop-2", "bank-1"):
+        voiceprint = Voiceprint(
+            {"ecapa": Embedding("ecapa", "v1", l2_normalise(rng.standard_normal(192).astype(np.float32)))},
+            21.5,
+        )
+        await voiceprints.add(sessions, external_id, voiceprint, {"type": "recordings", "files": []})
+    listed = await client.get("/api/v2/voiceprints?prefix=shop-&limit=1", headers=auth)
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    assert body["total"] == 2 and [v["external_id"] for v in body["voiceprints"]] == ["shop-2"]
+    assert body["voiceprints"][0]["speech_length"] == 21.5 and "embeddings" not in body["voiceprints"][0]
+    everything = (await client.get("/api/v2/voiceprints", headers=auth)).json()
+    assert everything["total"] == 3 and len(everything["voiceprints"]) == 3
+    assert (await client.get("/api/v2/voiceprints")).status_code == 401
+    for query in ("limit=0", "limit=501", f"prefix={'x' * 257}"):
+        assert (await client.get(f"/api/v2/voiceprints?{query}", headers=auth)).status_code == 422, query

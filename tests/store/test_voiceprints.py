@@ -126,3 +126,28 @@ def test_autogenerate_finds_no_drift(store_url: StoreUrls) -> None:
             await store.close()
 
     assert asyncio.run(run()) == []
+
+
+def test_search_by_prefix(store_url: StoreUrls) -> None:
+    """Newest first, a limit with the full count, and `%`/`_` as plain characters (not LIKE wildcards)."""
+
+    async def run() -> None:
+        store = await Store(store_url()).open()
+        try:
+            for index, external_id in enumerate(["a-1", "a-2", "a%3", "a_4", "ab5", "b-1"]):
+                await voiceprints.add(store.sessions, external_id, _vp(index), {"type": "recordings"})
+                await asyncio.sleep(0.01)  # distinct creation times
+            found, total = await voiceprints.search(store.sessions, "a", limit=3)
+            assert total == 5 and [v.external_id for v in found] == ["ab5", "a_4", "a%3"]
+            assert found[0].speech_s == 25.0 and found[0].source == {"type": "recordings"}
+            assert found[0].created.tzinfo is not None
+            assert [v.external_id for v in (await voiceprints.search(store.sessions, "a%"))[0]] == ["a%3"]
+            assert [v.external_id for v in (await voiceprints.search(store.sessions, "a_"))[0]] == ["a_4"]
+            everything, total = await voiceprints.search(store.sessions)
+            assert total == 6 == len(everything)
+            assert await voiceprints.search(store.sessions, "zzz") == ([], 0)
+            assert await voiceprints.search(store.sessions, "a\x00") == ([], 0)  # nothing on either store
+        finally:
+            await store.close()
+
+    asyncio.run(run())
