@@ -58,8 +58,8 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def serve(folder: Path, model_dir: Path, *extra: str) -> Iterator[tuple[str, int]]:
-    """`voxgate serve --port 0 ...`; yields the scheme and port it printed, stops it after."""
+def serve(folder: Path, model_dir: Path, *extra: str) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
+    """`voxgate serve --port 0 ...`; yields the scheme and port it printed and the process, stops it after."""
     env = {
         **os.environ,
         "VOXGATE_DATA_DIR": str(folder / "data"),
@@ -79,14 +79,14 @@ def serve(folder: Path, model_dir: Path, *extra: str) -> Iterator[tuple[str, int
             assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
-        yield found.group(1), int(found.group(2))
+        yield found.group(1), int(found.group(2)), process
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
 def test_port_0_reports_the_port_it_got(tmp_path: Path, model_dir: Path) -> None:
-    for scheme, port in serve(tmp_path, model_dir):
+    for scheme, port, _ in serve(tmp_path, model_dir):
         assert scheme == "http" and port > 0
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "ok"
 
@@ -94,7 +94,7 @@ def test_port_0_reports_the_port_it_got(tmp_path: Path, model_dir: Path) -> None
 def test_https_and_wss_on_the_same_port(tmp_path: Path, model_dir: Path) -> None:
     cert, key = self_signed(tmp_path)
     trust = ssl.create_default_context(cafile=str(cert))
-    for scheme, port in serve(tmp_path, model_dir, "--certfile", str(cert), "--keyfile", str(key)):
+    for scheme, port, _ in serve(tmp_path, model_dir, "--certfile", str(cert), "--keyfile", str(key)):
         assert scheme == "https"
         base = f"https://127.0.0.1:{port}"
         assert httpx.get(f"{base}/health", verify=trust, timeout=10).json()["status"] == "ok"
@@ -109,6 +109,28 @@ def test_https_and_wss_on_the_same_port(tmp_path: Path, model_dir: Path) -> None
         with connect(f"wss://127.0.0.1:{port}/ws/{token}", ssl=trust, open_timeout=20) as ws:
             ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             assert json.loads(ws.recv(timeout=20))["status"] == 200
+
+
+def test_stopping_ends_the_live_feeds(tmp_path: Path, model_dir: Path) -> None:
+    """A server waits for open responses before it stops: a watcher of GET /api/v2/streams/live (up to a
+    minute by design) is ended at once, and SIGTERM stops the server in seconds, not at the watch's end."""
+    for _, port, process in serve(tmp_path, model_dir):
+        base = f"http://127.0.0.1:{port}"
+        token = httpx.post(
+            f"{base}/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
+        ).json()
+        headers = {"Authorization": f"Token {token['key']}"}
+        with httpx.stream(
+            "GET", f"{base}/api/v2/streams/live?interval_s=10&duration_s=60", headers=headers, timeout=90
+        ) as watch:
+            lines = watch.iter_lines()
+            assert next(lines) == "event: streams"  # the watch is open
+            started = time.monotonic()
+            process.terminate()
+            rest = list(lines)  # ends when the server ends the response
+            assert time.monotonic() - started < 15, rest
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 20
 
 
 def test_tls_needs_both_files(tmp_path: Path) -> None:

@@ -286,6 +286,9 @@ async def _serve_ports(
     def stop(sig: int) -> None:
         for server in servers:
             server.handle_exit(sig, None)
+        live = getattr(app.state, "live", None)  # the server waits for open responses: end the live feeds'
+        if live is not None:
+            live.close()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -43,7 +43,13 @@ class LiveFeed:
         self._registry = registry
         self._ended: deque[EndedStream] = deque(maxlen=keep_ended)
         self._changed = asyncio.Event()
+        self._closed = False
         registry.listen(on_start=self._started, on_stop=self._stopped)
+
+    def close(self) -> None:
+        """End every watch now (the server is stopping: a server waits for open responses to finish)."""
+        self._closed = True
+        self._wake()
 
     async def _started(self, session: StreamSession) -> None:
         self._wake()
@@ -62,12 +68,13 @@ class LiveFeed:
 
     async def watch(self, interval_s: float, duration_s: float) -> AsyncIterator[LiveSnapshot]:
         """A snapshot now, then one every ``interval_s`` or at once when a stream starts or stops, for
-        ``duration_s`` (a watcher reconnects: a bounded watch never holds a server's shutdown for long)."""
+        ``duration_s`` or until :meth:`close` (a watcher reconnects: a bounded watch never holds a server's
+        shutdown for long, and a closed feed none at all)."""
         deadline = time.monotonic() + duration_s
-        while True:
+        while not self._closed:
             yield self.snapshot()
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._closed:
                 return
             changed = self._changed
             with contextlib.suppress(TimeoutError):
