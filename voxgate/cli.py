@@ -477,9 +477,8 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from voxgate.biometrics.profile import CalibrationProfile, Channel, channel_for_rate
     from voxgate.evaluation.datasets import read_dataset
     from voxgate.evaluation.embedding import EmbedJob, embed_files
-    from voxgate.evaluation.fitting import CROPS_S, EmbeddedSet, fit_profile
+    from voxgate.evaluation.fitting import CROPS_S, EmbeddedSet, fit_profile, score_sets
     from voxgate.evaluation.report import evaluate, summary_lines, write_report
-    from voxgate.evaluation.trials import INSUFFICIENT, UNUSABLE, Trial, TrialScore
 
     model_ids = tuple(args.model.split("+"))
     job = EmbedJob(
@@ -525,31 +524,7 @@ def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"profile: {args.out} ({profile.model_id}, {profile.channel.value}, hash {profile.content_hash[:16]})"
     )
-    scores: list[TrialScore] = []
-    for s in embedded:
-        trials = s.trials()
-        pairs, is_target = trials.pairs, trials.is_target
-        llrs = profile.pair_llrs(trials.enrolled, trials.tests, pairs)
-        files = [s.dataset.files[i] for i in s.usable()]
-        for a_index, b_index in zip(*np.triu_indices(len(s.results), k=1), strict=True):
-            a, b = s.results[a_index], s.results[b_index]
-            if a.error or b.error:  # refused: counted in the figures as a rejection with LLR 0
-                trial = Trial(
-                    (str(a.path),), str(b.path), s.dataset.speakers[a_index] == s.dataset.speakers[b_index]
-                )
-                reason = a.error or b.error or ""
-                verdict = INSUFFICIENT if "InsufficientSpeech" in reason else UNUSABLE
-                scores.append(TrialScore(trial, None, None, verdict, reason))
-        for (a, b), llr, target in zip(pairs, llrs, is_target, strict=True):
-            trial = Trial((str(files[a]),), str(files[b]), bool(target))
-            scores.append(
-                TrialScore(
-                    trial,
-                    float(llr) - profile.offset,
-                    float(llr),
-                    profile.thresholds.verdict(float(llr)).value,
-                )
-            )
+    scores = score_sets(profile, embedded)
     evaluation = evaluate(scores)
     for line in summary_lines(evaluation, [profile]):
         print(line)

@@ -32,6 +32,7 @@ from voxgate.biometrics.profile import (
 from voxgate.biometrics.voiceprint import Voiceprint
 from voxgate.evaluation.datasets import Dataset
 from voxgate.evaluation.embedding import FileResult
+from voxgate.evaluation.trials import INSUFFICIENT, UNUSABLE, Trial, TrialScore
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -377,3 +378,35 @@ def fit_profile(
         description=description,
         fitted_on=fitted_on,
     )
+
+
+def score_sets(profile: CalibrationProfile, embedded: Sequence[EmbeddedSet]) -> list[TrialScore]:
+    """Every trial of the sets (each pair within a set) scored with ``profile``: what ``voxgate calibrate``
+    reports on the profile it fitted. A pair with an unusable recording is a refusal (no score), counted in
+    the figures as a rejection."""
+    scores: list[TrialScore] = []
+    for s in embedded:
+        trials = s.trials()
+        pairs, is_target = trials.pairs, trials.is_target
+        llrs = profile.pair_llrs(trials.enrolled, trials.tests, pairs)
+        files = [s.dataset.files[i] for i in s.usable()]
+        for a_index, b_index in zip(*np.triu_indices(len(s.results), k=1), strict=True):
+            a, b = s.results[a_index], s.results[b_index]
+            if a.error or b.error:
+                trial = Trial(
+                    (str(a.path),), str(b.path), s.dataset.speakers[a_index] == s.dataset.speakers[b_index]
+                )
+                reason = a.error or b.error or ""
+                verdict = INSUFFICIENT if "InsufficientSpeech" in reason else UNUSABLE
+                scores.append(TrialScore(trial, None, None, verdict, reason))
+        for (a, b), llr, target in zip(pairs, llrs, is_target, strict=True):
+            trial = Trial((str(files[a]),), str(files[b]), bool(target))
+            scores.append(
+                TrialScore(
+                    trial,
+                    float(llr) - profile.offset,
+                    float(llr),
+                    profile.thresholds.verdict(float(llr)).value,
+                )
+            )
+    return scores
