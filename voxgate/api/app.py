@@ -22,6 +22,7 @@ from voxgate.api.limits import OVERHEAD_BYTES, Limits, RequestLimits
 from voxgate.api.monitoring import RequestMetrics
 from voxgate.api.routers import ROUTERS, metrics, websocket
 from voxgate.api.websocket.connection import WebSocketDoor
+from voxgate.service.calibration import Calibrations
 from voxgate.service.live import LiveFeed
 from voxgate.service.runtime import Runtime
 from voxgate.settings import Settings, get_settings
@@ -40,6 +41,7 @@ def body_limits(settings: Settings) -> Limits:
         "/api/v2/snapshot/import": settings.max_snapshot_bytes,
         "/api/v2/maintenance/loadbackup": settings.max_snapshot_bytes,
         "/api/v2/maintenance/asp/": settings.max_profile_bytes,
+        "/api/v2/maintenance/calibrate": settings.max_snapshot_bytes,  # a ZIP of labelled recordings
     }
 
     def limit(method: str, path: str) -> int | None:
@@ -62,12 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         door = WebSocketDoor(runtime)
         runtime.streams.listen(on_stop=door.on_stop)
         app.state.live = LiveFeed(runtime.streams)
+        app.state.calibrations = Calibrations(runtime)
         websocket.redact_server_logs()
         app.state.runtime, app.state.door = runtime, door
         try:
             yield
         finally:
             door.hang_up_all()  # their streams close with the registry
+            await app.state.calibrations.close()
             await runtime.stop()
 
     app = FastAPI(

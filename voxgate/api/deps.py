@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader
 
 from voxgate.api.errors import Unauthorized
 from voxgate.service import maintenance
+from voxgate.service.calibration import Calibrations
 from voxgate.service.live import LiveFeed
 from voxgate.service.runtime import Runtime
 from voxgate.store import accounts
@@ -30,6 +31,15 @@ async def get_live(request: Request) -> LiveFeed:
 
 
 LiveDep = Annotated[LiveFeed, Depends(get_live)]
+
+
+async def get_calibrations(request: Request) -> Calibrations:
+    """The calibration jobs of this process (made with the app's runtime, see ``create_app``)."""
+    calibrations: Calibrations = request.app.state.calibrations
+    return calibrations
+
+
+CalibrationsDep = Annotated[Calibrations, Depends(get_calibrations)]
 
 
 def token_from_header(authorization: str | None) -> str | None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from voxgate import errors, streams
 from voxgate.api.websocket import protocol
 from voxgate.evaluation import datasets, trials
-from voxgate.service import telephony, webhooks
+from voxgate.service import calibration, telephony, webhooks
 from voxgate.store import backup, pbx, snapshots, subscriptions
 from voxgate.store import profiles as store_profiles
 from voxgate.telephony import agent, calls, digest, sdp
@@ -133,6 +133,7 @@ STATUS: dict[type[errors.VoxgateError], int] = {
     protocol.ProtocolError: 400,
     # evaluation (CLI)
     datasets.DatasetError: 400,
+    calibration.CalibrationJobNotFound: 404,
     trials.TrialsError: 400,
 }
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxgate.api.deps import RuntimeDep, User
+from voxgate.api.deps import CalibrationsDep, RuntimeDep, User
 from voxgate.api.errors import BadRequest, PayloadTooLarge
 from voxgate.api.errors import error_response as _error
 from voxgate.api.schemas import UNAUTHORIZED
 from voxgate.service import backups, maintenance
+from voxgate.service.calibration import CalibrationJob, CalibrationOptions
 from voxgate.service.maintenance import LOCK_HINT
 from voxgate.service.models import engine_models
 from voxgate.service.runtime import Runtime
@@ -577,3 +578,148 @@ async def load_asp(name: str, user: User, runtime: RuntimeDep) -> AspInfo:
     info = await profiles.load_shipped(runtime.store.sessions, name, engine_models(runtime.settings))
     await maintenance.record(runtime, "asp_load", user, uuid=info.uuid, name=name)
     return _asp(info)
+
+
+# -- calibration from uploaded recordings ----------------------------------------------------------------
+
+
+class CalibrationReportOut(BaseModel):
+    target_trials: int = Field(description="Pairs of recordings of the same speaker.", examples=[180])
+    nontarget_trials: int = Field(description="Pairs of different speakers.", examples=[1590])
+    unscored: int = Field(description="Pairs with an unusable recording, counted as rejections (LLR 0).")
+    eer: float = Field(description="Equal error rate (0-1).", examples=[0.021])
+    min_dcf: float = Field(description="Normalised minDCF at P_target 0.01.", examples=[0.18])
+    cllr: float = Field(description="Cllr of the calibrated LLRs, bits.", examples=[0.12])
+    min_cllr: float = Field(description="minCllr, bits.", examples=[0.09])
+    false_accept: float = Field(description="Non-target trials answered `verified` (0-1).", examples=[0.004])
+    false_reject: float = Field(description="Target trials answered `not_verified` (0-1).", examples=[0.02])
+    det: list[tuple[float, float]] = Field(
+        description="The DET curve as (false-accept rate, miss rate) points, from accept-all to reject-all."
+    )
+    histogram_edges: list[float] = Field(description="LLR bin edges of the histograms.")
+    target_counts: list[int] = Field(description="Target trials per LLR bin.")
+    nontarget_counts: list[int] = Field(description="Non-target trials per LLR bin.")
+
+
+class CalibrationJobOut(BaseModel):
+    id: str = Field(description="The job's id: poll `GET /api/v2/maintenance/calibrate/{id}`.")
+    name: str = Field(description="The profile's name.", examples=["contact-centre-2026"])
+    created: datetime
+    stage: Literal["unpacking", "embedding", "fitting", "scoring", "done", "failed"] = Field(
+        description="Where the job is; `done`: the profile is stored (not active), `failed`: see `detail`."
+    )
+    done: int = Field(description="Recordings embedded so far.", examples=[12])
+    total: int = Field(description="Recordings in the upload (0 while unpacking).", examples=[40])
+    detail: str | None = Field(
+        default=None, description="Why it failed, or which recordings could not be used."
+    )
+    profile_uuid: str | None = Field(
+        default=None,
+        description="The stored profile, once done: its report is `report`; activate it with "
+        "`POST /api/v2/maintenance/asp/{uuid}/active`.",
+    )
+    report: CalibrationReportOut | None = Field(
+        default=None, description="The fitted profile scored on the upload's own trials, once done."
+    )
+
+
+def _job(job: CalibrationJob) -> CalibrationJobOut:
+    report = job.report
+    return CalibrationJobOut(
+        id=job.id,
+        name=job.name,
+        created=job.created,
+        stage=job.stage,  # type: ignore[arg-type]  # one of the Literal's words (service/calibration.py)
+        done=job.done,
+        total=job.total,
+        detail=job.detail,
+        profile_uuid=job.profile_uuid,
+        report=None if report is None else CalibrationReportOut(**vars(report)),
+    )
+
+
+@router.post(
+    "/maintenance/calibrate",
+    tags=["calibration profiles"],
+    summary="Fit a calibration profile from uploaded recordings",
+    status_code=202,
+    responses={
+        400: _error(
+            "Not a ZIP, names outside the archive, too many files, or a model the engine does not run.",
+            "the upload is not a ZIP archive: File is not a zip file",
+        ),
+        401: UNAUTHORIZED,
+        413: TOO_LARGE,
+        503: NO_MODELS,
+    },
+)
+async def calibrate(
+    user: User,
+    runtime: RuntimeDep,
+    calibrations: CalibrationsDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="A ZIP archive with one folder per speaker holding their recordings (as `voxgate "
+            "calibrate` reads a dataset); one top folder around them is fine. At least two speakers, one of "
+            "them with two recordings or more."
+        ),
+    ],
+    name: Annotated[
+        str,
+        Form(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+            description="The profile's name.",
+        ),
+    ],
+    model: Annotated[
+        Literal["ecapa", "campplus", "ecapa+campplus"] | None,
+        Form(description="The models to fuse (default: every model the engine runs)."),
+    ] = None,
+    normalisation: Annotated[
+        Literal["none", "asnorm"],
+        Form(description="Score normalisation (asnorm needs a few hundred recordings)."),
+    ] = "none",
+    simulate_telephone: Annotated[
+        bool, Form(description="Pass wideband recordings through an 8 kHz G.711 channel first.")
+    ] = False,
+    accept_far: Annotated[
+        float, Form(gt=0, lt=0.5, description="`verified` threshold: at most this share of false accepts.")
+    ] = 0.005,
+    reject_frr: Annotated[
+        float,
+        Form(gt=0, lt=0.5, description="`not_verified` threshold: at most this share of false rejects."),
+    ] = 0.02,
+) -> CalibrationJobOut:
+    """Starts a job that embeds every recording once (on the offline worker, behind live calls), fits a
+    profile on every pair, stores it (not active) and scores it on the same pairs. Poll the job for its
+    progress and, once `done`, its report; read it before activating the profile."""
+    biometrics = runtime.require_biometrics()  # 503 before the upload is read
+    data = await _read_upload(file, runtime.settings.max_snapshot_bytes, "dataset archive")
+    model_ids = tuple(model.split("+")) if model else tuple(biometrics.models)
+    options = CalibrationOptions(
+        name=name,
+        model_ids=model_ids,
+        normalisation=normalisation,
+        accept_far=accept_far,
+        reject_frr=reject_frr,
+        simulate_telephone=simulate_telephone,
+    )
+    return _job(calibrations.start(data, options, user))
+
+
+@router.get(
+    "/maintenance/calibrate/{job_id}",
+    tags=["calibration profiles"],
+    summary="A calibration job's progress and report",
+    responses={
+        401: UNAUTHORIZED,
+        404: _error(
+            "No such job in this process.", "no calibration job '3f1c...' (never started, or forgotten)"
+        ),
+    },
+)
+async def calibrate_job(job_id: str, user: User, calibrations: CalibrationsDep) -> CalibrationJobOut:
+    return _job(calibrations.get(job_id))
