@@ -4,7 +4,8 @@ One walk through the console as an operator does it, each step checked on the pa
 the store, through the API too: log in; enroll a speaker from two uploaded recordings and see the
 voiceprint listed; watch two live HTTP streams fed by this test (the same speaker, and someone else) on the
 Live calls page until one shows `verified` and the other `not_verified`; delete the voiceprint; open a
-calibration profile's report; the System and Events pages; then the Try-it page with Chromium's fake
+calibration profile's report; fit a profile on an uploaded ZIP of recordings and read its DET curve; the
+System and Events pages; then the Try-it page with Chromium's fake
 microphone playing real speech: enroll from the microphone, then verify. A screenshot of every page goes to
 the screenshot folder (see conftest.py), and the first load's page weight and time to first render are
 written to ``figures.json`` beside them.
@@ -29,6 +30,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.api.test_calibrate import dataset_zip
 from tests.conftest import libri_files
 
 PASSWORD = "console-test-password-42"
@@ -184,7 +186,9 @@ def first_load_figures(driver: webdriver.Chrome) -> dict[str, float]:
 @pytest.fixture
 def api(live_server: str, token: str) -> Iterator[httpx.Client]:
     """The REST API as the test itself calls it, to check what the page did."""
-    with httpx.Client(base_url=live_server, headers={"Authorization": f"Token {token}"}, timeout=60) as client:
+    with httpx.Client(
+        base_url=live_server, headers={"Authorization": f"Token {token}"}, timeout=60
+    ) as client:
         yield client
 
 
@@ -249,11 +253,14 @@ def test_console_end_to_end(
     try:
 
         def row_verdict(uuid: str) -> str:
-            rows = driver.find_elements(By.CSS_SELECTOR, f"#live-running code[title='{uuid}']")
-            if not rows:
-                return ""
-            row = rows[0].find_element(By.XPATH, "./ancestor::tr")
-            return str(row.find_element(By.CSS_SELECTOR, "[data-verdict]").get_attribute("data-verdict"))
+            """The verdict in the running stream's row, read in one step (the table is redrawn live)."""
+            return str(
+                driver.execute_script(
+                    "const code = document.querySelector(`#live-running code[title='${arguments[0]}']`);"
+                    "return code ? code.closest('tr').querySelector('[data-verdict]').dataset.verdict : '';",
+                    uuid,
+                )
+            )
 
         page.wait(lambda: "+44 20 7946 0018" in page.text("#live-running"), "the genuine call on the page")
         page.wait(lambda: row_verdict(genuine.uuid) == "verified", "the genuine call verified", 90)
@@ -294,6 +301,20 @@ def test_console_end_to_end(
     document = api.get(f"/api/v2/maintenance/asp/{telephone['uuid']}").json()["document"]
     assert str(document["thresholds"]["accept_llr"]) in report and "librispeech_test_other" in report
     page.shot("calibration-report", "#profile-report")
+    # fit a profile on uploaded recordings: progress, then its DET curve and histograms
+    archive = tmp_path / "digits.zip"
+    archive.write_bytes(dataset_zip())
+    fit = page.find("form[aria-labelledby='h-fit']")
+    fit.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(archive))
+    fit.find_element(By.CSS_SELECTOR, "input[name=fit-name]").send_keys("console-fit")
+    Select(fit.find_element(By.CSS_SELECTOR, "select[name=fit-model]")).select_by_value("campplus")
+    fit.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    page.wait(lambda: page.shows(fit, "Stored console-fit"), "the fitted profile", 180)
+    page.wait(lambda: page.driver.find_elements(By.CSS_SELECTOR, "#fit-report svg.det polyline"), "the DET")
+    assert "EER" in page.text("#fit-report")
+    fitted = [p for p in api.get("/api/v2/maintenance/asp/").json() if p["name"] == "console-fit"]
+    assert len(fitted) == 1 and not fitted[0]["active"]
+    page.shot("calibration-fit", "#fit-report")
 
     # -- system, events and billing ------------------------------------------------------------------------
     page.open("system", "System")
