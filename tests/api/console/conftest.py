@@ -31,7 +31,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def chromium(user_data: Path, fake_audio: Path | None = None) -> webdriver.Chrome:
     """Headless Chromium as root in a container: no sandbox, no GPU, nothing phoning home; the fake
-    microphone plays ``fake_audio`` (a WAV, looped) when given."""
+    microphone plays ``fake_audio`` (a WAV, looped) when given; downloads go to ``user_data/downloads``."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.fail(
             f"{CHROMIUM} or {CHROMEDRIVER} is missing: run `bash scripts/cluster-tools.sh chromium` "
@@ -56,6 +56,11 @@ def chromium(user_data: Path, fake_audio: Path | None = None) -> webdriver.Chrom
         "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
     ):
         options.add_argument(arg)
+    downloads = user_data / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     if fake_audio is not None:
         options.add_argument("--use-fake-device-for-media-stream")
         options.add_argument(f"--use-file-for-fake-audio-capture={fake_audio}")

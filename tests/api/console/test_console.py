@@ -149,9 +149,29 @@ class Console:
             self.driver.execute_script("window.scrollTo(0, 0)")
         else:
             self.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", self.find(css))
+        self.check_labels()
         file = f"{len(self.shots) + 1:02d}-{name}.png"
         self.driver.save_screenshot(str(self.folder / file))
         self.shots.append(file)
+
+    def check_labels(self) -> None:
+        """Every form control of the page has an accessible name (a label, or aria-label)."""
+        unnamed = self.driver.execute_script(
+            "return [...document.querySelectorAll('#page input, #page select, #page button')]"
+            ".filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.textContent.trim()))"
+            ".map((el) => el.outerHTML)"
+        )
+        assert not unnamed, unnamed
+
+    def downloaded(self, folder: Path, pattern: str) -> Path:
+        """The file the browser saved in ``folder`` (its name matches ``pattern``), once complete."""
+
+        def saved() -> Path | None:
+            files = [p for p in folder.glob(pattern) if not p.name.endswith(".crdownload")]
+            return files[0] if files else None
+
+        found: Path = self.wait(saved, f"the download {pattern}")
+        return found
 
     def accept_confirm(self) -> None:
         def alert() -> bool:
@@ -232,14 +252,16 @@ def test_console_end_to_end(
     recordings = libri_files(SPEAKER)[:2]  # 15.0 s and 12.6 s
     form.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(str(p) for p in recordings))
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    page.wait(
-        lambda: page.shows(form, f"Enrolled {CUSTOMER}"), "the enrollment", 240
-    )  # a niced import on a busy CI box
+    # 240 s: an import runs niced, and a CI box may be busy
+    page.wait(lambda: page.shows(form, f"Enrolled {CUSTOMER}"), "the enrollment", 240)
     page.wait(lambda: CUSTOMER in page.text("#voiceprint-list table"), "the voiceprint in the list")
     page.wait(lambda: "Net speech" in page.text("#voiceprint-details"), "the voiceprint's details")
     stored = api.post("/api/v2/voiceprint", json={"external_id": CUSTOMER}).json()
     assert stored["exists"] and stored["source"]["type"] == "recordings"
     page.shot("voiceprints-enrolled")
+    downloads = Path(driver.capabilities["chrome"]["userDataDir"]) / "downloads"
+    page.driver.find_element(By.XPATH, "//button[text()='Download snapshot']").click()
+    snapshot = page.downloaded(downloads, "voxgate-snapshot-*.json.gz")
 
     # -- live calls: the speaker is verified, someone else is not ------------------------------------------
     page.open("live", "Live calls")
@@ -290,6 +312,12 @@ def test_console_end_to_end(
     page.wait(lambda: "0 voiceprints" in page.text("#voiceprint-list"), "the empty list")
     assert api.post("/api/v2/voiceprint", json={"external_id": CUSTOMER}).json()["exists"] is False
     page.shot("voiceprints-deleted")
+    # ... and back from the snapshot downloaded before
+    page.find("input[accept^='.json']").send_keys(str(snapshot))
+    page.driver.find_element(By.XPATH, "//button[text()='Import snapshot']").click()
+    page.wait(lambda: "Imported 1, overwritten 0, skipped 0" in page.text("#page"), "the snapshot import")
+    page.wait(lambda: CUSTOMER in page.text("#voiceprint-list table"), "the voiceprint listed again")
+    assert api.post("/api/v2/voiceprint", json={"external_id": CUSTOMER}).json()["exists"] is True
 
     # -- a calibration profile's report --------------------------------------------------------------------
     page.open("calibration", "Calibration")
@@ -324,6 +352,13 @@ def test_console_end_to_end(
     page.wait(lambda: page.text("#maintenance-state").startswith("on"), "maintenance mode on")
     assert api.get("/api/v2/lock").json()["maintenance"] is True  # (GET locks too; it already is)
     page.shot("system-locked")
+    # a backup, restored while locked
+    page.driver.find_element(By.XPATH, "//button[text()='Download backup']").click()
+    backup = page.downloaded(downloads, "voxgate-backup-*.json.gz")
+    page.find("input[accept='.gz,.json']").send_keys(str(backup))
+    page.driver.find_element(By.XPATH, "//button[text()='Restore backup']").click()
+    page.accept_confirm()
+    page.wait(lambda: "Restored 1 voiceprints" in page.text("#page"), "the restore")
     page.driver.find_element(By.XPATH, "//button[text()='Unlock']").click()
     page.wait(lambda: page.text("#maintenance-state") == "off", "maintenance mode off")
     assert api.get("/api/v2/status").json()["maintenance"] is False
