@@ -14,7 +14,9 @@ from fastapi import FastAPI
 from voxgate.api.aliases import ALIASES, PREFIX
 from voxgate.settings import Settings
 
-LIBRI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech" / "librispeech_test_other"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+LIBRI = SHARED / "data" / "speech" / "librispeech_test_other"
+GUIDES = ("voice-verify-1.5.1.txt", "voice-verify-1.7.6-multi-server.txt")  # in ../shared/reference
 REFERENCE_PATHS = re.compile(r"(?:GET|POST|DELETE) (/[a-z_-]+(?:/[a-zA-Z_{}]+)*/?)")
 UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
 # A body per original that changes nothing, so that the original and then its alias meet the same state.
@@ -58,8 +60,8 @@ async def both(
 def test_every_path_the_guide_writes_without_the_prefix_is_an_alias(settings: Settings) -> None:
     from voxgate.api.app import create_app
 
-    guide = (LIBRI.parents[2] / "reference" / "voice-verify-1.5.1.txt").read_text()
-    written = {m.group(1).replace("{ID}", "{pbx_id}") for m in REFERENCE_PATHS.finditer(guide)}
+    guides = "\n".join((SHARED / "reference" / guide).read_text() for guide in GUIDES)
+    written = {m.group(1).replace("{ID}", "{pbx_id}") for m in REFERENCE_PATHS.finditer(guides)}
     unprefixed = {p for p in written if not p.startswith(("/api/", "/rest-auth/"))}
     assert unprefixed == set(ALIASES)
     schema_paths = set(create_app(settings).openapi()["paths"])
