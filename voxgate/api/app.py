@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from voxgate import __version__
 from voxgate.api import errors
+from voxgate.api.aliases import PathAliases
 from voxgate.api.console import PATH as CONSOLE_PATH
 from voxgate.api.console import ConsoleFiles
 from voxgate.api.limits import OVERHEAD_BYTES, Limits, RequestLimits
@@ -86,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestLimits, limits=body_limits(settings))
-    app.add_middleware(RequestMetrics)  # outermost: counts what the limits refuse too
+    app.add_middleware(RequestMetrics)  # counts what the limits refuse too
+    app.add_middleware(PathAliases)  # outermost: an alias is its original for everything inside
     for router in ROUTERS:
         app.include_router(router)
 
