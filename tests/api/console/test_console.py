@@ -31,7 +31,9 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.api.test_calibrate import dataset_zip
+from tests.api.test_pbx import account
 from tests.conftest import libri_files
+from tests.telephony import peers
 
 PASSWORD = "console-test-password-42"
 MIN_ENROLL_S = 8.0  # lowered from 20 s: two LibriSpeech recordings of 12-15 s each, a short microphone take
@@ -45,6 +47,7 @@ def server_env() -> Iterator[None]:
     """The settings this module's ``live_server`` starts with (it passes the environment on)."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VOXGATE_MIN_ENROLL_SPEECH_S", str(MIN_ENROLL_S))
+        env.setenv("VOXGATE_SIP_BIND_HOST", "127.0.0.1")  # registers with the test's Kamailio on loopback
         yield
 
 
@@ -362,8 +365,36 @@ def test_console_end_to_end(
     page.driver.find_element(By.XPATH, "//button[text()='Unlock']").click()
     page.wait(lambda: page.text("#maintenance-state") == "off", "maintenance mode off")
     assert api.get("/api/v2/status").json()["maintenance"] is False
+    # a PBX instance registers with a real Kamailio on loopback, started and stopped from the page
+    with peers.kamailio(tmp_path / "kamailio") as proxy:
+        created = api.post("/api/v2/pbx/", json=account(proxy))
+        assert created.status_code == 201, created.text
+        page.driver.refresh()  # the page lists instances as it loads
+        page.wait(lambda: "loopback kamailio" in page.text("#system-pbx"), "the PBX instance")
+        assert "stopped" in page.text("#system-pbx table")
+        page.driver.find_element(By.XPATH, "//button[text()='Start loopback kamailio']").click()
+        page.wait(lambda: "registered" in page.text("#system-pbx table"), "the registration", 30)
+        page.shot("system-pbx", "#system-pbx")
+        page.driver.find_element(By.XPATH, "//button[text()='Stop loopback kamailio']").click()
+        page.wait(lambda: "stopped" in page.text("#system-pbx table"), "the stopped instance")
     page.open("events", "Events & billing")
     page.wait(lambda: "verify" in page.text("#events-table"), "the verify events")
+    Select(page.find("select[name=type]")).select_by_value("verify")
+    page.driver.find_element(By.XPATH, "//button[text()='Filter']").click()
+
+    def shown_types() -> list[str]:
+        return list(
+            page.driver.execute_script(
+                "return [...document.querySelectorAll('#events-table tbody tr')].map((r) => r.cells[1].innerText)"
+            )
+        )
+
+    page.wait(lambda: set(shown_types()) == {"verify"}, "only verify events")
+    types = shown_types()
+    page.driver.find_element(By.XPATH, "//button[starts-with(text(), 'Export CSV')]").click()
+    exported = page.downloaded(downloads, "voxgate-events-*.csv").read_text().splitlines()
+    assert exported[0] == "id,time,type,stream,external_id,outcome,duration_s,detail"
+    assert len(exported) == 1 + len(types) and all(",verify," in line for line in exported[1:])
     page.wait(
         lambda: page.driver.find_elements(By.CSS_SELECTOR, "#billing svg.chart rect.s-verify"), "the chart"
     )

@@ -30,7 +30,7 @@ export async function render(root) {
         { label: "Calls", value: (p) => String(p.calls), className: "num" },
         { label: "", value: (p) => {
           const button = h("button", { type: "button", className: "secondary" }, p.started ? `Stop ${p.name}` : `Start ${p.name}`);
-          button.addEventListener("click", () => busy(button, pbxStatus, () => api(`/api/v2/pbx/${p.id}/${p.started ? "stop" : "start"}`, { method: "POST" }), "Done.").then(refresh));
+          button.addEventListener("click", () => busy(button, pbxStatus, () => api(`/api/v2/pbx/${p.id}/${p.started ? "stop" : "start"}`, { method: "POST" }), p.started ? `Stopped ${p.name}.` : `Started ${p.name}: registering…`).then(refresh));
           return button;
         } },
       ],
