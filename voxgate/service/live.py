@@ -18,21 +18,62 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from voxgate.streams import StreamRegistry, StreamSession
+from voxgate.streams import StreamRegistry, StreamSession, StreamType
+from voxgate.streams.session import InfoValue, VerdictMark
 
 KEEP_ENDED = 20  # streams that ended, newest first, kept for the view
 
 
 @dataclass(frozen=True)
+class StreamView:
+    """What a view shows of a stream, copied out of its session: an ended stream's view does not keep the
+    session (and its audio buffers) alive."""
+
+    uuid: str
+    type: StreamType
+    info: dict[str, InfoValue]
+    started: datetime
+    sample_rate_hz: int
+    duration_s: float
+    speech_s: float
+    heard_speech_s: float
+    backlog_s: float
+    capped: bool
+    dropped_s: float
+    last_verdict: str | None
+    last_score: float | None
+    verdicts: tuple[VerdictMark, ...]
+
+    @classmethod
+    def of(cls, session: StreamSession) -> StreamView:
+        return cls(
+            uuid=session.uuid,
+            type=session.type,
+            info=dict(session.info),
+            started=session.started,
+            sample_rate_hz=session.sample_rate_hz,
+            duration_s=session.duration_s,
+            speech_s=session.speech_s,
+            heard_speech_s=session.heard_speech_s,
+            backlog_s=session.backlog_s,
+            capped=session.capped,
+            dropped_s=session.dropped_s,
+            last_verdict=session.last_verdict,
+            last_score=session.last_score,
+            verdicts=tuple(session.verdicts),
+        )
+
+
+@dataclass(frozen=True)
 class EndedStream:
-    session: StreamSession
+    stream: StreamView  # as it was when it ended
     reason: str  # closed, idle_timeout, no_audio, force_off, ...
     ended: datetime  # UTC
 
 
 @dataclass(frozen=True)
 class LiveSnapshot:
-    running: list[StreamSession]  # oldest first
+    running: list[StreamView]  # oldest first
     ended: list[EndedStream]  # newest first
 
 
@@ -55,7 +96,7 @@ class LiveFeed:
         self._wake()
 
     async def _stopped(self, session: StreamSession, reason: str) -> None:
-        self._ended.appendleft(EndedStream(session, reason, datetime.now(UTC)))
+        self._ended.appendleft(EndedStream(StreamView.of(session), reason, datetime.now(UTC)))
         self._wake()
 
     def _wake(self) -> None:
@@ -64,7 +105,7 @@ class LiveFeed:
         self._changed = asyncio.Event()
 
     def snapshot(self) -> LiveSnapshot:
-        return LiveSnapshot(running=self._registry.all(), ended=list(self._ended))
+        return LiveSnapshot(running=[StreamView.of(s) for s in self._registry.all()], ended=list(self._ended))
 
     async def watch(self, interval_s: float, duration_s: float) -> AsyncIterator[LiveSnapshot]:
         """A snapshot now, then one every ``interval_s`` or at once when a stream starts or stops, for

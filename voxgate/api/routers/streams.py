@@ -32,7 +32,7 @@ from voxgate.api.schemas import (
 )
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
-from voxgate.service.live import EndedStream, LiveSnapshot
+from voxgate.service.live import EndedStream, LiveSnapshot, StreamView
 from voxgate.service.runtime import Runtime
 from voxgate.store import profiles
 from voxgate.streams import StreamSession, StreamType
@@ -260,7 +260,8 @@ def _state(session: StreamSession, received_bytes: int | None = None) -> StreamS
     )
 
 
-def _info(session: StreamSession) -> StreamInfo:
+def _info(session: StreamSession | StreamView) -> StreamInfo:
+    """A running session, or a view of one (the same attributes, copied out; see service/live.py)."""
     return StreamInfo(
         uuid=session.uuid,
         type=session.type,
@@ -283,7 +284,7 @@ def _info(session: StreamSession) -> StreamInfo:
 
 
 def _ended(ended: EndedStream) -> EndedStreamInfo:
-    return EndedStreamInfo(**_info(ended.session).model_dump(), ended=ended.ended, reason=ended.reason)
+    return EndedStreamInfo(**_info(ended.stream).model_dump(), ended=ended.ended, reason=ended.reason)
 
 
 def _live_event(snapshot: LiveSnapshot) -> str:
