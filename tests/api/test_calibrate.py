@@ -13,8 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from voxgate.settings import Settings
+from voxgate.store import profiles
 
 DIGITS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech" / "fsdd_digits_3s_8k"
 SPEAKERS = ("george", "jackson", "lucas")
@@ -62,7 +64,7 @@ async def finished(client: httpx.AsyncClient, auth: dict[str, str], job_id: str)
 
 @pytest.mark.asyncio
 async def test_fit_store_and_report(
-    client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
+    app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str], settings: Settings
 ) -> None:
     started = await start(client, auth, dataset_zip(), model="campplus")
     assert started.status_code == 202, started.text
@@ -87,14 +89,16 @@ async def test_fit_store_and_report(
     assert det[0] == [1.0, 0.0] and det[-1] == [0.0, 1.0]
     assert all(a[0] >= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(det))
     # stored, not active, with the console's report
-    profiles = (await client.get("/api/v2/maintenance/asp/", headers=auth)).json()
-    (stored,) = [p for p in profiles if p["uuid"] == done["profile_uuid"]]
+    listed = (await client.get("/api/v2/maintenance/asp/", headers=auth)).json()
+    (stored,) = [p for p in listed if p["uuid"] == done["profile_uuid"]]
     assert stored["name"] == "uploaded-digits" and not stored["active"] and stored["model"] == "campplus"
     assert stored["channel"] == "telephone"  # 8 kHz recordings
-    document = (await client.get(f"/api/v2/maintenance/asp/{stored['uuid']}", headers=auth)).json()[
-        "document"
-    ]
-    assert document["fitted_on"]["sets"][0]["speakers"] == len(SPEAKERS)
+    full = (await client.get(f"/api/v2/maintenance/asp/{stored['uuid']}", headers=auth)).json()
+    assert full["document"]["fitted_on"]["sets"][0]["speakers"] == len(SPEAKERS)
+    assert full["report"] == report  # kept beside the profile, past the job
+    # deleting the profile deletes its report
+    assert (await client.delete(f"/api/v2/maintenance/asp/{stored['uuid']}", headers=auth)).status_code == 204
+    assert await profiles.get_report(app.state.runtime.store.sessions, stored["uuid"]) is None
 
 
 @pytest.mark.asyncio

@@ -6,7 +6,7 @@ a private folder of the data directory, and every recording is embedded once on 
 worker, one at a time (so a calibration never starves live calls, and its progress counts recordings). Then a
 profile is fitted on every pair of recordings, stored (not active), and scored on the same trials: the report
 (EER, minDCF, Cllr, error rates at the thresholds, the DET curve, LLR histograms) comes with it, for a person to
-read before activating the profile.
+read before activating the profile; it is kept beside the profile (``GET /api/v2/maintenance/asp/{uuid}``).
 
 Jobs live in this process, the last :data:`KEEP_JOBS` of them; a restart forgets them (the stored profile stays).
 """
@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import uuid as uuid_module
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -267,6 +267,7 @@ class Calibrations:
             report = await runtime.run_offline(_report, profile, embedded)
             profiles.check_fits(profile, engine_models(settings))
             info = await profiles.add_profile(runtime.store.sessions, profile)
+            await profiles.set_report(runtime.store.sessions, info.uuid, asdict(report))
             await maintenance.record(runtime, "asp_calibrate", user, uuid=info.uuid, name=info.name)
             job.profile_uuid, job.report, job.stage = info.uuid, report, "done"
         except asyncio.CancelledError:

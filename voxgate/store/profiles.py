@@ -37,7 +37,7 @@ from voxgate.store import settings_kv
 from voxgate.store.cache import TtlCache
 from voxgate.store.db import unstorable
 from voxgate.store.snapshots import ModelSpec
-from voxgate.store.tables import ProfileRow
+from voxgate.store.tables import ProfileRow, SettingRow
 
 _PARSED_CACHE = 16  # parsed stored profiles kept in memory, by content hash
 MAX_NAME = 256  # the width of profiles.name
@@ -161,6 +161,21 @@ async def get_profile(
         return _info(row, await _active_uuid(session)), dict(row.document)
 
 
+def report_key(uuid: str) -> str:
+    """The setting that holds a profile's fit report (a profile fitted by the server; travels in backups)."""
+    return f"profile_report:{uuid}"
+
+
+async def set_report(sessions: async_sessionmaker[AsyncSession], uuid: str, report: dict[str, Any]) -> None:
+    """Keep how a profile scored the recordings it was fitted on, beside it."""
+    await settings_kv.set(sessions, report_key(uuid), report)
+
+
+async def get_report(sessions: async_sessionmaker[AsyncSession], uuid: str) -> dict[str, Any] | None:
+    value = await settings_kv.get(sessions, report_key(uuid))
+    return value if isinstance(value, dict) else None
+
+
 async def get_active(sessions: async_sessionmaker[AsyncSession]) -> ProfileInfo | None:
     """The active stored profile, or None when scoring is automatic."""
     async with sessions() as session:
@@ -225,6 +240,9 @@ async def delete_profile(sessions: async_sessionmaker[AsyncSession], uuid: str) 
             )
         info = _info(row, active)
         await session.delete(row)
+        report = await session.get(SettingRow, report_key(row.uuid))
+        if report is not None:
+            await session.delete(report)
         return info
 
 

@@ -346,6 +346,12 @@ def test_console_end_to_end(
     fitted = [p for p in api.get("/api/v2/maintenance/asp/").json() if p["name"] == "console-fit"]
     assert len(fitted) == 1 and not fitted[0]["active"]
     page.shot("calibration-fit", "#fit-report")
+    page.driver.find_element(By.CSS_SELECTOR, "button[aria-label='Activate console-fit']").click()
+    page.wait(lambda: "Active: console-fit" in page.text("#profile-list"), "the fitted profile active")
+    assert api.get("/api/v2/maintenance/asp/active").json()["active"]["name"] == "console-fit"
+    page.driver.find_element(By.CSS_SELECTOR, "button[aria-label='Unset console-fit']").click()
+    page.wait(lambda: "No profile is set active" in page.text("#profile-list"), "automatic scoring again")
+    assert api.get("/api/v2/maintenance/asp/active").json()["active"] is None
 
     # -- system, events and billing ------------------------------------------------------------------------
     page.open("system", "System")

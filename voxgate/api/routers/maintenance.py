@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voxgate.api.deps import CalibrationsDep, RuntimeDep, User
 from voxgate.api.errors import BadRequest, PayloadTooLarge
@@ -148,9 +148,32 @@ class AspInfo(BaseModel):
     shipped: bool = Field(description="Whether it ships with voxgate (cannot be deleted).", examples=[True])
 
 
+class CalibrationReportOut(BaseModel):
+    target_trials: int = Field(description="Pairs of recordings of the same speaker.", examples=[180])
+    nontarget_trials: int = Field(description="Pairs of different speakers.", examples=[1590])
+    unscored: int = Field(description="Pairs with an unusable recording, counted as rejections (LLR 0).")
+    eer: float = Field(description="Equal error rate (0-1).", examples=[0.021])
+    min_dcf: float = Field(description="Normalised minDCF at P_target 0.01.", examples=[0.18])
+    cllr: float = Field(description="Cllr of the calibrated LLRs, bits.", examples=[0.12])
+    min_cllr: float = Field(description="minCllr, bits.", examples=[0.09])
+    false_accept: float = Field(description="Non-target trials answered `verified` (0-1).", examples=[0.004])
+    false_reject: float = Field(description="Target trials answered `not_verified` (0-1).", examples=[0.02])
+    det: list[tuple[float, float]] = Field(
+        description="The DET curve as (false-accept rate, miss rate) points, from accept-all to reject-all."
+    )
+    histogram_edges: list[float] = Field(description="LLR bin edges of the histograms.")
+    target_counts: list[int] = Field(description="Target trials per LLR bin.")
+    nontarget_counts: list[int] = Field(description="Non-target trials per LLR bin.")
+
+
 class AspDocument(AspInfo):
     document: dict[str, Any] = Field(
         description="The full calibration profile document, as uploaded (canonical form)."
+    )
+    report: CalibrationReportOut | None = Field(
+        default=None,
+        description="How the profile scored the recordings it was fitted on, for a profile fitted by "
+        "`POST /api/v2/maintenance/calibrate` (null for uploaded and shipped ones).",
     )
 
 
@@ -515,7 +538,13 @@ async def asp_active(user: User, runtime: RuntimeDep) -> ActiveAsp:
 )
 async def asp_get(uuid: str, user: User, runtime: RuntimeDep) -> AspDocument:
     info, document = await profiles.get_profile(runtime.store.sessions, uuid)
-    return AspDocument(**_asp(info).model_dump(), document=document)
+    stored = await profiles.get_report(runtime.store.sessions, info.uuid)
+    try:
+        report = None if stored is None else CalibrationReportOut.model_validate(stored)
+    except ValidationError:  # e.g. restored from another version's backup: the profile still answers
+        log.warning("calibration profile %s has an unreadable fit report", info.uuid)
+        report = None
+    return AspDocument(**_asp(info).model_dump(), document=document, report=report)
 
 
 @router.delete(
@@ -581,24 +610,6 @@ async def load_asp(name: str, user: User, runtime: RuntimeDep) -> AspInfo:
 
 
 # -- calibration from uploaded recordings ----------------------------------------------------------------
-
-
-class CalibrationReportOut(BaseModel):
-    target_trials: int = Field(description="Pairs of recordings of the same speaker.", examples=[180])
-    nontarget_trials: int = Field(description="Pairs of different speakers.", examples=[1590])
-    unscored: int = Field(description="Pairs with an unusable recording, counted as rejections (LLR 0).")
-    eer: float = Field(description="Equal error rate (0-1).", examples=[0.021])
-    min_dcf: float = Field(description="Normalised minDCF at P_target 0.01.", examples=[0.18])
-    cllr: float = Field(description="Cllr of the calibrated LLRs, bits.", examples=[0.12])
-    min_cllr: float = Field(description="minCllr, bits.", examples=[0.09])
-    false_accept: float = Field(description="Non-target trials answered `verified` (0-1).", examples=[0.004])
-    false_reject: float = Field(description="Target trials answered `not_verified` (0-1).", examples=[0.02])
-    det: list[tuple[float, float]] = Field(
-        description="The DET curve as (false-accept rate, miss rate) points, from accept-all to reject-all."
-    )
-    histogram_edges: list[float] = Field(description="LLR bin edges of the histograms.")
-    target_counts: list[int] = Field(description="Target trials per LLR bin.")
-    nontarget_counts: list[int] = Field(description="Non-target trials per LLR bin.")
 
 
 class CalibrationJobOut(BaseModel):

@@ -95,12 +95,11 @@ function histogramChart(report, thresholds) {
   return svg;
 }
 
-/** The figures of a fit on the upload's own trials. */
-function fitReport(job, profile) {
-  const r = job.report;
+/** The figures of a fit on the upload's own trials (kept beside a profile the server fitted). */
+function fitReport(r, thresholds) {
   const pct = (v) => `${(v * 100).toFixed(2)} %`;
-  return h("div", { className: "panel", id: "fit-report" },
-    h("h2", {}, `Fit: ${job.name}`),
+  return h("div", { id: "fit-report" },
+    h("h3", {}, "How it scored the recordings it was fitted on"),
     h("p", {}, `Scored on the upload's own ${r.target_trials} same-speaker and ${r.nontarget_trials} different-speaker pairs${r.unscored ? ` (${r.unscored} unusable, counted as rejections)` : ""}. Figures on the data a profile was fitted on are optimistic: try it on calls it has not heard before activating it.`),
     h("dl", { className: "facts" },
       h("dt", {}, "EER"), h("dd", {}, pct(r.eer)),
@@ -108,7 +107,7 @@ function fitReport(job, profile) {
       h("dt", {}, "Cllr / minCllr"), h("dd", {}, `${r.cllr.toFixed(4)} / ${r.min_cllr.toFixed(4)} bits`),
       h("dt", {}, "At the thresholds"), h("dd", {}, `false accepts ${pct(r.false_accept)} of different-speaker pairs, false rejects ${pct(r.false_reject)} of same-speaker pairs`),
     ),
-    h("div", { className: "grid2" }, h("figure", {}, detChart(r.det, r.eer), h("figcaption", {}, "DET curve")), h("figure", {}, histogramChart(r, profile.document.thresholds), h("figcaption", {}, "LLR histograms"))),
+    h("div", { className: "grid2" }, h("figure", {}, detChart(r.det, r.eer), h("figcaption", {}, "DET curve")), h("figure", {}, histogramChart(r, thresholds), h("figcaption", {}, "LLR histograms"))),
   );
 }
 
@@ -140,7 +139,9 @@ function report(p) {
         { label: "Non-target trials", value: (x) => String(x.nontarget_trials ?? "–"), className: "num" },
       ],
       sets, { caption: "Data the profile was fitted on", empty: "The profile names no fitting data." }),
-    h("p", { className: "hint" }, "A profile document holds its fitted parameters, not its trial scores: the DET curve and score histograms of a fit are in the report folder `voxgate calibrate --report` writes."),
+    p.report
+      ? fitReport(p.report, th)
+      : h("p", { className: "hint" }, "This profile was not fitted by this server, and its document holds its fitted parameters, not its trial scores: the DET curve and score histograms of a fit are in the report folder `voxgate calibrate --report` writes (the shipped profiles' figures: docs/accuracy.md)."),
   );
 }
 
@@ -205,12 +206,11 @@ export async function render(root) {
   const fitStatus = statusLine();
   const bar = h("span", {});
   const progress = h("div", { className: "meter", role: "progressbar", "aria-label": "Recordings embedded", "aria-valuemin": "0", "aria-valuenow": "0", hidden: true }, bar);
-  const fitResult = h("div", { "aria-live": "polite" });
   const fitForm = h("form", { className: "panel", "aria-labelledby": "h-fit" }, h("h2", { id: "h-fit" }, "Fit a profile on your recordings"),
     h("p", { className: "hint" }, "A ZIP with one folder per speaker holding their recordings (at least two speakers, one with two recordings or more), as `voxgate calibrate` reads a dataset. Every pair of recordings becomes a trial."),
     h("div", { className: "row" }, field("Dataset (ZIP)", dataset), field("Profile name", fitName), field("Models", fitModel)),
     h("div", { className: "field" }, h("label", {}, telephone, " Simulate the telephone channel (8 kHz G.711) for wideband recordings")),
-    fitButton, progress, fitStatus, fitResult);
+    fitButton, progress, fitStatus);
   fitForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData();
@@ -218,7 +218,6 @@ export async function render(root) {
     form.append("name", fitName.value);
     if (fitModel.value) form.append("model", fitModel.value);
     if (telephone.checked) form.append("simulate_telephone", "true");
-    fitResult.replaceChildren();
     fitButton.disabled = true;
     try {
       fitStatus.set("Uploading…", "busy");
@@ -235,9 +234,8 @@ export async function render(root) {
       bar.style.width = "100%";
       if (job.stage === "failed") { fitStatus.set(`The fit failed: ${job.detail}`, "error"); return; }
       fitStatus.set(`Stored ${job.name} (not active)${job.detail ? `; ${job.detail}` : ""}. Read its report, then activate it in the list above.`);
-      const profile = await api(`/api/v2/maintenance/asp/${job.profile_uuid}`);
-      fitResult.replaceChildren(fitReport(job, profile), report(profile));
       await refresh();
+      await showReport(job.profile_uuid);
     } catch (error) {
       fitStatus.set(errorText(error), "error");
     } finally {
