@@ -47,17 +47,21 @@ export async function render(root) {
   const status = statusLine();
   const running = h("div", { id: "live-running" });
   const ended = h("div", { id: "live-ended" });
+  const updated = h("p", { className: "hint", id: "live-updated" });
   const stop = new AbortController();
   status.set("Connecting…", "busy");
   root.append(
     h("p", { className: "hint" }, "Streams of this server (HTTP, WebSocket, SIP), updated as they run. A verdict appears once the caller's system asks for a verification."),
-    status,
+    status, updated,
     h("h2", {}, "Running"), running,
     h("h2", {}, "Recently ended"), ended,
   );
   watchEvents("/api/v2/streams/live?interval_s=0.5&duration_s=30", (name, data) => {
     if (name !== "streams") return;
-    status.set(`${data.running.length} running · updated ${new Date().toLocaleTimeString()}`);
+    // the status line is announced to screen readers: only when the number of calls changes
+    const count = `${data.running.length} running`;
+    if (status.textContent !== count) status.set(count);
+    updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
     running.replaceChildren(table(COLUMNS, data.running, { empty: "No stream is running." }));
     ended.replaceChildren(table(
       [...COLUMNS.slice(0, 3), { label: "Ended", value: (x) => `${fmt.clock(x.ended)} (${x.reason})` }, ...COLUMNS.slice(4, 6), ...COLUMNS.slice(7)],

@@ -61,7 +61,10 @@ export async function render(root) {
       } else {
         const answer = await api("/api/v2/verify", { method: "POST", json: body });
         show(answer.speech_length, 20, `(a verdict from ${fmt.seconds(answer.required_speech_length)}; it firms up as the bar fills to 20 s)`);
-        verdict.replaceChildren(verdictBadge(answer.result));
+        if (verdict.dataset.result !== answer.result) { // announced to screen readers: only changes
+          verdict.dataset.result = answer.result;
+          verdict.replaceChildren(verdictBadge(answer.result));
+        }
         llr.textContent = answer.score === null ? "" : `LLR ${fmt.llr(answer.score)} (profile ${answer.profile})`;
       }
     } catch (error) {
@@ -93,6 +96,7 @@ export async function render(root) {
     if (call) return;
     start.disabled = true;
     verdict.replaceChildren();
+    delete verdict.dataset.result;
     llr.textContent = "";
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: true } });
@@ -132,7 +136,8 @@ export async function render(root) {
   stopButton.addEventListener("click", () => { status.set("Stopped."); stop(); });
 
   root.append(
-    h("p", {}, "Speak into your microphone: the browser sends your voice to voxgate like a phone call (8 kHz µ-law over the WebSocket door). Enroll first, then verify; someone else speaking should get “not verified”."),
+    h("p", {}, "Speak into your microphone: the browser sends your voice to voxgate like a phone call (8 kHz µ-law over the WebSocket door). Enroll first, then verify; someone else speaking should get “not verified”. ",
+      "To enroll from recordings instead, use ", h("a", { href: "#/voiceprints" }, "Voiceprints"), "."),
     form,
     h("div", { className: "panel" }, h("h2", {}, "Net speech"), meter, speech, h("h2", {}, "Verdict"), verdict, llr),
   );
