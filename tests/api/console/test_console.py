@@ -26,7 +26,9 @@ import pytest
 import soundfile as sf
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -109,6 +111,34 @@ class Caller(threading.Thread):
             self.results.append(answer.json()["result"])
 
 
+CONTRAST_JS = """
+const rgb = (text) => (text.match(/[\\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => {
+  const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const behind = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const low = [];
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg, [disabled], [hidden]') || !el.checkVisibility()) continue;
+  const text = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+  if (!text) continue;
+  const style = getComputedStyle(el);
+  const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(behind(el))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && style.fontWeight >= 700);
+  if (ratio < (large ? 3 : 4.5)) low.push(`${text.slice(0, 40)}: ${ratio.toFixed(2)}`);
+}
+return low;
+"""
+
+
 class Console:
     """The browser on the console, with the few moves the test repeats."""
 
@@ -146,6 +176,24 @@ class Console:
         self.driver.find_element(By.LINK_TEXT, label).click()
         self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, f"section[data-page='{name}'] h1"), name)
 
+    def open_by_keyboard(self, name: str, label: str) -> None:
+        """From the top of the document: the first Tab reaches the skip link, further Tabs the navigation
+        link, Enter follows it."""
+        self.driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+        keys = ActionChains(self.driver)
+        keys.send_keys(Keys.TAB).perform()
+        assert self.driver.execute_script("return document.activeElement.textContent") == "Skip to content"
+        for _ in range(12):
+            keys.send_keys(Keys.TAB).perform()
+            if self.driver.execute_script("return document.activeElement.textContent") == label:
+                break
+        else:
+            raise AssertionError(f"Tab never reached the {label} link")
+        keys.send_keys(Keys.ENTER).perform()
+        self.wait(lambda: self.driver.find_elements(By.CSS_SELECTOR, f"section[data-page='{name}'] h1"), name)
+        focused = self.driver.execute_script("return document.activeElement.id")
+        assert focused == f"h-{name}", focused  # focus moves to the new page's heading
+
     def shot(self, name: str, css: str | None = None) -> None:
         """A screenshot of the window, scrolled to the top or to ``css``'s element."""
         if css is None:
@@ -153,6 +201,7 @@ class Console:
         else:
             self.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", self.find(css))
         self.check_labels()
+        self.check_contrast()
         file = f"{len(self.shots) + 1:02d}-{name}.png"
         self.driver.save_screenshot(str(self.folder / file))
         self.shots.append(file)
@@ -165,6 +214,12 @@ class Console:
             ".map((el) => el.outerHTML)"
         )
         assert not unnamed, unnamed
+
+    def check_contrast(self) -> None:
+        """Every text the page shows meets WCAG AA contrast against what is behind it (4.5:1; 3:1 for large
+        text); disabled controls are exempt, as WCAG has it."""
+        low = self.driver.execute_script(CONTRAST_JS)
+        assert not low, low
 
     def downloaded(self, folder: Path, pattern: str) -> Path:
         """The file the browser saved in ``folder`` (its name matches ``pattern``), once complete."""
@@ -248,7 +303,7 @@ def test_console_end_to_end(
     figures["after_login"] = first_load_figures(driver)
 
     # -- enroll from two uploaded recordings; the voiceprint is listed ------------------------------------
-    page.open("voiceprints", "Voiceprints")
+    page.open_by_keyboard("voiceprints", "Voiceprints")
     page.find("#voiceprint-list")
     form = page.find("form[aria-labelledby='h-enroll']")
     form.find_element(By.CSS_SELECTOR, "input[name=external_id]").send_keys(CUSTOMER)
