@@ -28,6 +28,7 @@ lint: setup
 # PostgreSQL (Debian package) for the tests that run on both stores; a no-op once installed
 cluster-tools:
 	bash scripts/cluster-tools.sh postgresql
+	bash scripts/cluster-tools.sh haproxy kamailio sipp
 
 unit: models cluster-tools
 	$(BIN)/python -m pytest
