@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, Field
 
 from voxgate import __version__
@@ -36,6 +36,8 @@ from voxgate.streams import StreamSession, StreamType
 from voxgate.streams.inference import InferenceEngine
 
 log = logging.getLogger(__name__)
+
+STREAM_HEADER = "X-Voxgate-Stream"  # the uuid of the stream a response created
 
 router = APIRouter(tags=["streams"])
 
@@ -251,10 +253,15 @@ def _info(session: StreamSession) -> StreamInfo:
     },
 )
 async def open_stream(
-    user: User, runtime: RuntimeDep, body: Annotated[StreamOpenRequest | None, Body()] = None
+    user: User,
+    runtime: RuntimeDep,
+    response: Response,
+    body: Annotated[StreamOpenRequest | None, Body()] = None,
 ) -> StreamOpened:
     body = body or StreamOpenRequest()
     session = await runtime.streams.create(StreamType.HTTP, body.frequency, body.info or {})
+    # a load balancer learns the stream's owner from this header (deploy/haproxy/haproxy.cfg's stick table)
+    response.headers[STREAM_HEADER] = session.uuid
     return StreamOpened(uuid=session.uuid)
 
 
