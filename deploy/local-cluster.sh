@@ -203,7 +203,7 @@ start_kamailio() {
   local defines=(-A "DISPATCHER_LIST=\"$DIR/dispatcher.list\"")
   if [ -n "${VOXGATE_CLUSTER_PBX_HOST:-}" ]; then
     write_uacreg "$DIR/kamailio/db"
-    defines+=(-A WITH_UAC -A "UAC_DB=\"text://$DIR/kamailio/db\"" -A "UAC_CONTACT=\"sip:127.0.0.1:$SIP_PORT\"")
+    defines+=(-A WITH_UAC -A "UAC_DB=\"text://$DIR/kamailio/db\"" -A "UAC_CONTACT=\"127.0.0.1:$SIP_PORT\"")
   fi
   kamailio -c -f "$HERE/kamailio/kamailio.cfg" "${defines[@]}" >"$DIR/logs/kamailio-check.log" 2>&1 \
     || die "kamailio.cfg does not load (log: $DIR/logs/kamailio-check.log)"
@@ -218,10 +218,14 @@ write_uacreg() {
   local proxy="sip:$VOXGATE_CLUSTER_PBX_HOST:${VOXGATE_CLUSTER_PBX_PORT:-5060}"
   local password=${VOXGATE_CLUSTER_PBX_PASSWORD:-}
   mkdir -p "$db"
-  printf 'table_name(str) table_version(int)\nuacreg:5\n' >"$db/version"
+  printf 'table_name(string) table_version(int) \nuacreg:5\n' >"$db/version"
   {
-    echo "id(int,auto) l_uuid(str) l_username(str) l_domain(str) r_username(str) r_domain(str) realm(str) auth_username(str) auth_password(str) auth_ha1(str) auth_proxy(str) expires(int) flags(int) reg_delay(int) contact_addr(str) socket(str)"
-    echo "1:voxgate:$user:$domain:$user:$domain::$user:$password::$proxy:300:0:0::"
+    echo "id(int,auto) l_uuid(string) l_username(string) l_domain(string) r_username(string) r_domain(string) realm(string) auth_username(string) auth_password(string) auth_ha1(string,null) auth_proxy(string) expires(int) flags(int) reg_delay(int) contact_addr(string) socket(string,null) "
+    local row=(1 voxgate "$user" "$domain" "$user" "$domain" "$domain" "$user" "$password" "" "$proxy" 300 0 0
+      "127.0.0.1:$SIP_PORT" "")
+    local field line=""
+    for field in "${row[@]}"; do line+="${field//:/\\:}:"; done  # db_text escapes ':' in values
+    echo "${line%:}"
   } >"$db/uacreg"
 }
 
