@@ -109,11 +109,13 @@ def pbx_instance(cluster: LocalCluster, pbx: peers.Kamailio) -> str:
     return pbx_id
 
 
-def calls_by_node(cluster: LocalCluster, pbx_id: str) -> dict[str, tuple[int, dict[str, Any]]]:
+def calls_by_node(
+    cluster: LocalCluster, pbx_id: str, nodes: tuple[int, ...] = (1, 2)
+) -> dict[str, tuple[int, dict[str, Any]]]:
     """Per node, asked of it directly: its SIP agent's calls in progress, and the SIP streams it lists by
     call id (its own; every node's once the shared stream registry lands)."""
     found: dict[str, tuple[int, dict[str, Any]]] = {}
-    for k in range(1, cluster.nodes + 1):
+    for k in nodes:
         node = cluster.node_url(k)
         headers = cluster.login(node)
         calls = httpx.get(f"{node}/api/v2/pbx/{pbx_id}", headers=headers, timeout=30).json()["calls"]
@@ -124,42 +126,79 @@ def calls_by_node(cluster: LocalCluster, pbx_id: str) -> dict[str, tuple[int, di
     return found
 
 
-@pytest.mark.asyncio
-async def test_calls_through_kamailio_spread_over_the_nodes(
-    cluster: LocalCluster, pbx: peers.Kamailio, pbx_instance: str, speech_dir: Path, tmp_path: Path
-) -> None:
+async def place_calls(
+    cluster: LocalCluster,
+    pbx: peers.Kamailio,
+    pbx_id: str,
+    speech_dir: Path,
+    tmp_path: Path,
+    *,
+    prefix: str,
+    nodes: tuple[int, ...] = (1, 2),
+) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """CALLS sipp calls at once to the PBX's account; per node the most calls it had at once, and every
+    call's stream as the nodes listed it, by call id."""
     pcm = peers.speech_8k(speech_dir, "1688", 6)
     pcap = tmp_path / "call.pcap"
     peers.write_pcap(pcap, peers.rtp_packets(peers.encode("PCMU", pcm), 0))
     xml = peers.scenario(tmp_path, pcap, "PCMU", "caller")
     command = peers.sipp_command(
-        xml, pbx, call_id="cluster-%u@sip", calls=CALLS, concurrent=CALLS, rate=20, hold_ms=7000
+        xml, pbx, call_id=f"{prefix}-%u@sip", calls=CALLS, concurrent=CALLS, rate=20, hold_ms=7000
     )
     sipp = asyncio.create_task(run_sipp(command, tmp_path))
-    most = {f"node{k}": 0 for k in range(1, cluster.nodes + 1)}  # calls at once, per node
-    streams: dict[str, dict[str, Any]] = {}  # call id -> its stream, as some node lists it
+    most = {f"node{k}": 0 for k in nodes}
+    streams: dict[str, dict[str, Any]] = {}
     while not sipp.done():
-        for node, (calls, listed) in (await asyncio.to_thread(calls_by_node, cluster, pbx_instance)).items():
+        for node, (calls, listed) in (await asyncio.to_thread(calls_by_node, cluster, pbx_id, nodes)).items():
             most[node] = max(most[node], calls)
             streams.update(listed)
         await asyncio.sleep(0.3)
     result = await sipp
     assert result.returncode == 0, result.stdout
-
-    assert most == {"node1": CALLS // 2, "node2": CALLS // 2}  # round robin over both nodes' agents
-    assert sorted(streams) == sorted(f"cluster-{n}@sip" for n in range(1, CALLS + 1)), streams
+    assert sorted(streams) == sorted(f"{prefix}-{n}@sip" for n in range(1, CALLS + 1)), streams
     for callid, stream in streams.items():
-        assert stream["info"] == {
-            "callid": callid,
-            "caller": "caller",
-            "callee": peers.USER,
-            "pbx": pbx_instance,
-        }
+        assert stream["info"] == {"callid": callid, "caller": "caller", "callee": peers.USER, "pbx": pbx_id}
     # every call's end (sipp's BYE through both proxies) closed its stream, and the agents are idle
     cluster.wait(
         "calls ended",
         lambda: all(
-            calls == 0 and not listed for calls, listed in calls_by_node(cluster, pbx_instance).values()
+            calls == 0 and not listed for calls, listed in calls_by_node(cluster, pbx_id, nodes).values()
         ),
         timeout_s=10,
     )
+    return most, streams
+
+
+@pytest.mark.asyncio
+async def test_calls_through_kamailio_spread_over_the_nodes(
+    cluster: LocalCluster, pbx: peers.Kamailio, pbx_instance: str, speech_dir: Path, tmp_path: Path
+) -> None:
+    most, _ = await place_calls(cluster, pbx, pbx_instance, speech_dir, tmp_path, prefix="spread")
+    assert most == {"node1": CALLS // 2, "node2": CALLS // 2}  # round robin over both nodes' agents
+
+
+def kamailio_says(cluster: LocalCluster, text: str) -> bool:
+    return text in (cluster.folder / "logs" / "kamailio.log").read_text(errors="replace")
+
+
+@pytest.mark.asyncio
+async def test_a_dead_node_gets_no_calls_and_rejoins(
+    cluster: LocalCluster, pbx: peers.Kamailio, pbx_instance: str, speech_dir: Path, tmp_path: Path
+) -> None:
+    node2 = f"sip:127.0.0.12:{cluster.env['VOXGATE_CLUSTER_NODE_SIP_PORT']}"
+    cluster.kill("node2")
+    down_s = cluster.wait(
+        "node2 out of the dispatcher", lambda: kamailio_says(cluster, f"{node2} is down"), 5
+    )
+    print(f"Kamailio took node2 out {down_s:.2f} s after kill -9")
+    most, _ = await place_calls(
+        cluster, pbx, pbx_instance, speech_dir, tmp_path, prefix="failover", nodes=(1,)
+    )
+    assert most == {"node1": CALLS}
+
+    # restarted, the node starts the stored PBX instance by itself, answers the probes and takes calls again
+    cluster.run("start-node", "2", timeout_s=300)
+    up_s = cluster.wait("node2 back in the dispatcher", lambda: kamailio_says(cluster, f"{node2} is up"), 10)
+    print(f"node2 back in the dispatcher {up_s:.2f} s after it answered /health")
+    most, _ = await place_calls(cluster, pbx, pbx_instance, speech_dir, tmp_path, prefix="rejoined")
+    assert most == {"node1": CALLS // 2, "node2": CALLS // 2}
