@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the existing engines a voxgate cluster runs on, from Debian's packages, if missing:
-#   postgresql - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
+#   postgresql   - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
+#   redis-server - the shared live state of a cluster (tests/redis_server.py starts throwaway servers)
 # Usage: scripts/cluster-tools.sh [TOOL ...]   (default: every tool above)
 # The system services the packages start are stopped again: the tests run their own servers on free
 # loopback ports. Idempotent. Needs root (CI runs as root on a fresh Debian machine) or sudo.
@@ -21,7 +22,8 @@ postgres_bin() {
 present() {
   case "$1" in
     postgresql) [ -n "$(postgres_bin)" ] ;;
-    *) echo "cluster-tools: unknown tool '$1' (known: postgresql)" >&2; exit 2 ;;
+    redis-server) command -v redis-server >/dev/null 2>&1 ;;
+    *) echo "cluster-tools: unknown tool '$1' (known: postgresql, redis-server)" >&2; exit 2 ;;
   esac
 }
 
@@ -37,11 +39,19 @@ stop_services() {
         done
       fi
       ;;
+    redis-server)
+      # Debian's package starts a server on :6379 (systemd, or its init script where there is none)
+      if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+        "${SUDO[@]}" systemctl stop redis-server || true
+      elif [ -x /etc/init.d/redis-server ]; then
+        "${SUDO[@]}" /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+      fi
+      ;;
   esac
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(postgresql)
+[ ${#tools[@]} -gt 0 ] || tools=(postgresql redis-server)
 missing=()
 for tool in "${tools[@]}"; do
   present "$tool" || missing+=("$tool")
