@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import httpx
 from redis.exceptions import RedisError
 
+from voxgate.errors import ServiceError
 from voxgate.service.shared import NodeInfo, SharedState, Signal, StreamEntry
 from voxgate.store import cache, events
 from voxgate.streams import StreamSession
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 NODE_LOST = "node_lost"  # stream_stop outcome of a stream whose node stopped beating
 OWNER_CACHE_S = 2.0  # an owner's address is remembered this long (owners never change, addresses rarely)
 FORWARD_TIMEOUT_S = 30.0  # a forwarded request (a data request may carry a long body)
+
+
+class OwnerUnreachable(ServiceError):
+    """The stream runs on another node, which did not answer a forwarded request."""
 
 
 def entry_of(session: StreamSession, node: str) -> StreamEntry:
@@ -188,6 +193,10 @@ class Cluster:
             return []
         return [e for e in await self.shared.streams() if e.node != self.node_id]
 
+    async def nodes(self) -> list[str]:
+        """The live nodes' names (none on one process)."""
+        return [n.node for n in await self.shared.nodes()] if self.distributed else []
+
     async def owner(self, stream_uuid: str) -> NodeInfo | None:
         """The live node running ``stream_uuid`` if it is another one with an address; None otherwise."""
         if not self.distributed:
@@ -196,10 +205,14 @@ class Cluster:
         cached = self._owners.get(stream_uuid)
         if cached is not None and cached[0] > now:
             return cached[1]
-        entry = await self.shared.stream(stream_uuid)
-        if entry is None or entry.node == self.node_id:
+        try:
+            entry = await self.shared.stream(stream_uuid)
+            if entry is None or entry.node == self.node_id:
+                return None
+            node = await self.shared.node(entry.node)
+        except (RedisError, OSError) as exc:  # Redis away: only this node's own streams are known
+            log.warning("no stream owner lookup: %s", exc)
             return None
-        node = await self.shared.node(entry.node)
         if node is None or not node.url:
             return None
         if len(self._owners) > 10_000:
