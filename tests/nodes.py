@@ -31,6 +31,7 @@ def cluster_env(database_url: str, redis_url: str, model_dir: Path, password: st
         "VOXGATE_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
         "VOXGATE_LOG_LEVEL": "warning",
         "VOXGATE_CACHE_TTL_S": "0",  # a restore through one node is seen by the other at once
+        "VOXGATE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the tests' webhook receiver
     }
 
 

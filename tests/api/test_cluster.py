@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.api.test_end_to_end import _pcm, _speech
+from tests.api.test_webhooks import Receiver, receiver  # noqa: F401  (a fixture)
 from tests.nodes import Node, cluster_env, start_node
 from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer
@@ -109,6 +110,31 @@ def test_a_stream_on_node_1_is_listed_fed_enrolled_and_verified_through_node_2(
         assert one.post("/api/v2/verify", json={"uuid": same, "external_id": "customer-a"}).status_code == 404
         for uuid in (enrolling, other):
             assert two.delete(f"/api/v2/stream/HTTP/{uuid}").status_code == 200
+
+
+def test_a_webhook_subscribed_on_node_2_is_sent_once_a_tick_by_the_streams_owner(
+    nodes: list[Node], speech_dir: Path, receiver: Receiver  # noqa: F811
+) -> None:
+    one, two = (client(n) for n in nodes)
+    with one, two:
+        uuid = open_stream(one, "hooked-call")
+        feed(two, uuid, _speech(speech_dir, "3080", slice(3, 5)))
+        subscribed = two.post(
+            "/api/v2/subscription",
+            json={
+                "channel_uuid": uuid,
+                "webhook": f"{receiver.base}/ok/verify",
+                "type": "verify",
+                "info": {"external_id": "customer-a"},
+            },
+        )
+        assert subscribed.status_code == 201, subscribed.text
+        time.sleep(3.5)
+        assert two.delete(f"/api/v2/stream/HTTP/{uuid}").status_code == 200
+        calls = receiver.on("/ok/verify")
+        assert 2 <= len(calls) <= 5, f"one callback a second from the owner alone, got {len(calls)} in 3.5 s"
+        assert len({c.headers["x-voxgate-delivery"] for c in calls}) == len(calls)
+        assert {c.json["payload"]["result"] for c in calls} == {"verified"}
 
 
 def test_a_lock_on_node_1_refuses_new_streams_on_node_2_within_a_second(nodes: list[Node]) -> None:

@@ -28,8 +28,9 @@ from redis.exceptions import RedisError
 
 from voxgate.errors import ServiceError
 from voxgate.service.shared import NodeInfo, SharedState, Signal, StreamEntry
-from voxgate.store import cache, events
+from voxgate.store import cache, events, subscriptions
 from voxgate.streams import StreamSession
+from voxgate.streams.registry import parse_uuid
 
 if TYPE_CHECKING:
     from voxgate.service.runtime import Runtime
@@ -145,9 +146,13 @@ class Cluster:
             await self._record_lost(entry)
 
     async def _record_lost(self, entry: StreamEntry) -> None:
+        """What the dead owner would have done when its stream closed: the event, and the end of the
+        stream's enroll and verify webhook subscriptions."""
         log.warning("stream ended: its node stopped", extra={"stream_uuid": entry.uuid, "node": entry.node})
+        sessions = self.runtime.store.sessions
+        await subscriptions.remove(sessions, channel_uuid=entry.uuid, types=subscriptions.STREAM_TYPES)
         await events.record(
-            self.runtime.store.sessions,
+            sessions,
             events.STREAM_STOP,
             NODE_LOST,
             stream_uuid=entry.uuid,
@@ -219,6 +224,14 @@ class Cluster:
             self._owners.clear()
         self._owners[stream_uuid] = (now + OWNER_CACHE_S, node)
         return node
+
+    async def elsewhere(self, stream_uuid: str) -> str | None:
+        """The canonical uuid of ``stream_uuid`` if another live node runs it; None otherwise."""
+        try:
+            key = parse_uuid(stream_uuid)
+        except ValueError:
+            return None
+        return key if await self.owner(key) is not None else None
 
     def forget_owner(self, stream_uuid: str) -> None:
         self._owners.pop(stream_uuid, None)
