@@ -243,3 +243,46 @@ def _stops(http: httpx.Client, uuid: str) -> list[dict[str, Any]]:
         "/api/v2/logging", params={"type": "stream_stop", "stream": uuid}
     ).json()["events"]
     return events
+
+
+@pytest.mark.slow
+def test_verify_latency_direct_forwarded_and_a_redis_read(
+    nodes: list[Node], speech_dir: Path, redis_server: RedisServer
+) -> None:
+    """The figures behind forwarding (docs/scale-out.md, "Shared live state"): a verify poll answered by
+    the owner, the same poll sent to another node and forwarded, and one Redis read of a published
+    voiceprint's size (what the alternative design pays instead of the forward)."""
+    import statistics
+
+    import redis
+
+    polls = 300
+    one, two = (client(n) for n in nodes)
+    with one, two:
+        uuid = open_stream(one, "latency-call")
+        feed(one, uuid, _speech(speech_dir, "3080", slice(0, 3)))
+        body = {"uuid": uuid, "external_id": "latency-customer"}
+        assert one.post("/api/v2/enroll", json=body).status_code in (201, 409)
+        figures = {}
+        for name, http in (("direct", one), ("forwarded", two)):
+            http.post("/api/v2/verify", json=body)  # warm: the owner lookup, connections
+            took = []
+            for _ in range(polls):
+                started = time.perf_counter()
+                assert http.post("/api/v2/verify", json=body).json()["result"] == "verified"
+                took.append(time.perf_counter() - started)
+            figures[name] = took
+        one.delete(f"/api/v2/stream/HTTP/{uuid}")
+    store = redis.Redis.from_url(redis_server.url())
+    store.set("voxgate:bench:voiceprint", np.zeros(2 * 192, "<f4").tobytes())
+    took = []
+    for _ in range(polls):
+        started = time.perf_counter()
+        store.get("voxgate:bench:voiceprint")
+        took.append(time.perf_counter() - started)
+    figures["redis read (1.5 KiB)"] = took
+    store.close()
+    for name, values in figures.items():
+        cuts = statistics.quantiles(values, n=100)
+        print(f"{name}: p50 {cuts[49] * 1000:.2f} ms, p99 {cuts[98] * 1000:.2f} ms ({polls} sequential)")
+    assert statistics.median(figures["forwarded"]) > statistics.median(figures["direct"])
