@@ -13,6 +13,7 @@
 # logs/<part>.log, run/<part>.pid, the admin password (admin.password), the shared secrets key
 # (secrets.key), the nodes' data folders, the rendered proxy configs. Settings (environment):
 #   VOXGATE_CLUSTER_NODES      number of voxgate nodes (2)
+#   VOXGATE_CLUSTER_WORKERS    worker processes per node (1; VOXGATE_WORKERS)
 #   VOXGATE_CLUSTER_HTTP_PORT  HAProxy's port, the cluster's one HTTP/WebSocket address (8080)
 #   VOXGATE_CLUSTER_NODE_PORT  node K serves HTTP on this + K (8100)
 #   VOXGATE_CLUSTER_SIP_PORT   Kamailio's UDP port, where a PBX sends calls (5060)
@@ -145,7 +146,7 @@ stop_postgres() {
 # -- Redis ---------------------------------------------------------------------------------------------------
 
 start_redis() {
-  command -v redis-server >/dev/null 2>&1 || die "no redis-server: run scripts/cluster-tools.sh redis (or VOXGATE_CLUSTER_REDIS=0)"
+  command -v redis-server >/dev/null 2>&1 || die "no redis-server: run scripts/cluster-tools.sh redis-server (or VOXGATE_CLUSTER_REDIS=0)"
   mkdir -p "$DIR/redis"
   launch redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$DIR/redis"
   wait_for redis 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT && printf 'PING\r\n' >&3 && head -c 5 <&3 | grep -q PONG"
@@ -164,6 +165,7 @@ start_node() {
     VOXGATE_DATABASE_URL="$(cat "$DIR/run/database.url")" \
     VOXGATE_REDIS_URL="$(cat "$DIR/run/redis.url" 2>/dev/null || true)" \
     VOXGATE_NODE_ID="node$k" \
+    VOXGATE_WORKERS="${VOXGATE_CLUSTER_WORKERS:-1}" \
     VOXGATE_DATA_DIR="$DIR/node$k" \
     VOXGATE_SECRET_KEY_FILE="$DIR/secrets.key" \
     VOXGATE_ADMIN_PASSWORD="$(cat "$DIR/admin.password")" \

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the existing engines a voxgate cluster runs on, from Debian's packages, if missing:
-#   postgresql - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
-#   haproxy    - the HTTP/WebSocket front door (deploy/haproxy/haproxy.cfg)
-#   kamailio   - the SIP front door (deploy/kamailio/kamailio.cfg: dispatcher, uac)
-#   sipp       - SIP calls for the cluster tests (Debian package sip-tester)
+#   postgresql   - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
+#   redis-server - the shared live state of a cluster (tests/redis_server.py starts throwaway servers)
+#   haproxy      - the HTTP/WebSocket front door (deploy/haproxy/haproxy.cfg)
+#   kamailio     - the SIP front door (deploy/kamailio/kamailio.cfg: dispatcher, uac)
+#   sipp         - SIP calls for the cluster tests (Debian package sip-tester)
 # Usage: scripts/cluster-tools.sh [TOOL ...]   (default: every tool above)
 # The system services the packages start are stopped again: the tests run their own servers on free
 # loopback ports. Idempotent. Needs root (CI runs as root on a fresh Debian machine) or sudo.
@@ -56,8 +57,9 @@ package() {
 present() {
   case "$1" in
     postgresql) [ -n "$(postgres_bin)" ] ;;
+    redis-server) command -v redis-server >/dev/null 2>&1 ;;
     haproxy|kamailio|sipp) command -v "$(door_program "$1")" >/dev/null 2>&1 ;;
-    *) echo "cluster-tools: unknown tool '$1' (known: postgresql haproxy kamailio sipp)" >&2; exit 2 ;;
+    *) echo "cluster-tools: unknown tool '$1' (known: postgresql, redis-server, haproxy, kamailio, sipp)" >&2; exit 2 ;;
   esac
 }
 
@@ -73,12 +75,20 @@ stop_services() {
         done
       fi
       ;;
+    redis-server)
+      # Debian's package starts a server on :6379 (systemd, or its init script where there is none)
+      if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+        "${SUDO[@]}" systemctl stop redis-server || true
+      elif [ -x /etc/init.d/redis-server ]; then
+        "${SUDO[@]}" /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+      fi
+      ;;
     haproxy|kamailio) door_stop_service "$1" ;;
   esac
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(postgresql haproxy kamailio sipp)
+[ ${#tools[@]} -gt 0 ] || tools=(postgresql redis-server haproxy kamailio sipp)
 missing=()
 for tool in "${tools[@]}"; do
   present "$tool" || missing+=("$tool")

@@ -294,6 +294,7 @@ async def _serve_ports(
     async def report() -> None:
         while not all(server.started for server in servers):
             await asyncio.sleep(0.05)
+        _announce_node_url(app, servers[0], scheme)
         for server in servers:
             for listener in server.servers:
                 for sock in listener.sockets:
@@ -312,6 +313,20 @@ async def _serve_ports(
             await asyncio.gather(*(server.serve() for server in servers))
         finally:
             reporter.cancel()
+
+
+def _announce_node_url(app: FastAPI, server: uvicorn.Server, scheme: str) -> None:
+    """Tell the cluster where other nodes reach this process (unless VOXGATE_NODE_URL says it): the first
+    listening socket, with the host name in place of a wildcard address."""
+    import socket
+
+    cluster = app.state.runtime.cluster
+    if cluster is None or not server.servers or not server.servers[0].sockets:
+        return
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    cluster.set_url(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}")
 
 
 # -- enroll / verify ------------------------------------------------------------------------------------

@@ -88,7 +88,9 @@ class LocalCluster:
         cls, folder: Path, model_dir: Path, *, nodes: int = 2, kamailio: bool = False, **extra: str
     ) -> LocalCluster:
         subprocess.run(
-            ["bash", str(TOOLS), "postgresql", "haproxy", "kamailio", "sipp"], check=True, timeout=900
+            ["bash", str(TOOLS), "postgresql", "redis-server", "haproxy", "kamailio", "sipp"],
+            check=True,
+            timeout=900,
         )
         ports = free_tcp_ports(nodes + 4)
         http_port, pg_port, redis_port, node_port = ports[0], ports[1], ports[2], ports[3] - 1

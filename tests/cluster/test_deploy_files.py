@@ -32,8 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
-# the shared-state settings the cluster-state work adds (issue 12 item 2); names agreed beforehand
-PENDING_SETTINGS = {"VOXGATE_REDIS_URL", "VOXGATE_NODE_ID"}
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
@@ -202,6 +200,7 @@ def test_compose_references_exist() -> None:
     for name, service in services.items():
         if re.fullmatch(r"node\d+", name):
             assert service["environment"]["VOXGATE_NODE_ID"] == name
+            assert service["environment"]["VOXGATE_NODE_URL"] == f"http://{name}:8000"
             assert service["healthcheck"]["test"][-1].endswith(
                 "urlopen('http://127.0.0.1:8000/health', timeout=2)"
             )
@@ -220,6 +219,12 @@ def deploy_settings() -> set[str]:
 
 def test_deploy_files_set_only_known_settings() -> None:
     known = {f"VOXGATE_{name.upper()}" for name in Settings.model_fields}
-    unknown = deploy_settings() - known - PENDING_SETTINGS
+    unknown = deploy_settings() - known
     assert not unknown, f"not voxgate settings: {sorted(unknown)}"
-    assert {"VOXGATE_DATABASE_URL", "VOXGATE_SECRET_KEY_FILE", "VOXGATE_NODE_ID"} <= deploy_settings()
+    assert {
+        "VOXGATE_DATABASE_URL",
+        "VOXGATE_REDIS_URL",
+        "VOXGATE_SECRET_KEY_FILE",
+        "VOXGATE_NODE_ID",
+        "VOXGATE_NODE_URL",
+    } <= deploy_settings()

@@ -4,7 +4,8 @@ on one PostgreSQL, all started by deploy/local-cluster.sh.
 - HTTP streams opened through the proxy: every request naming a stream (its data, enroll, verify polls,
   close) reaches the node that created it (HAProxy's own log says which node served each request), and the
   verdicts are right (same speaker ``verified``, impostor ``not_verified``);
-- a WebSocket stream through the proxy (the upgrade passes); verify polls for it through the proxy;
+- a WebSocket stream through the proxy (the upgrade passes); verify polls for it through the proxy and at
+  every node answer the same (forwarded to the owner);
 - a node killed with ``kill -9`` leaves HAProxy's pool within 5 s, the cluster keeps answering, and the
   node rejoins after a restart.
 """
@@ -171,40 +172,13 @@ def test_websocket_stream_through_the_proxy(
         return through_proxy, at_each_node
 
     through_proxy, at_each_node = asyncio.run(call_and_poll())
-    # the upgrade went through the proxy and the call runs on a node, which verifies it
-    assert any(a.status_code == 200 for a in at_each_node), [a.text for a in at_each_node]
+    # the upgrade went through the proxy; every node answers for the call (forwarded to its owner)
+    owners = set()
     for answer in through_proxy + at_each_node:
-        # 404: a node that does not own it, until the shared live state lands (the xfail test below)
-        assert answer.status_code in (200, 404), answer.text
-        if answer.status_code == 200:
-            assert answer.json()["result"] == "verified", answer.text
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="a WebSocket stream's audio rides its connection, so HAProxy cannot learn its owner: verify from "
-    "any node needs the shared live state (VOXGATE_REDIS_URL, issue 12 item 2). Remove this mark once it lands.",
-)
-def test_websocket_stream_verify_polls_answer_from_every_node(
-    cluster: LocalCluster, client: httpx.Client, customer: str, speech_dir: Path
-) -> None:
-    stream = str(uuid.uuid4())
-    speech = speech_8k(speech_dir, "3080", slice(3, 4))[: 12 * 8000]
-
-    async def call_and_poll() -> list[int]:
-        call = asyncio.create_task(websocket_call(cluster, speech, stream))
-        await asyncio.sleep(4.5)
-        async with httpx.AsyncClient(base_url=cluster.url, headers=client.headers, timeout=60) as polls:
-            statuses = [
-                (
-                    await polls.post("/api/v2/verify", json={"uuid": stream, "external_id": CUSTOMER})
-                ).status_code
-                for _poll in range(4)  # balanced over both nodes
-            ]
-        await call
-        return statuses
-
-    assert asyncio.run(call_and_poll()) == [200] * 4
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"] == "verified", answer.text
+        owners.add(answer.headers["X-Voxgate-Node"])
+    assert len(owners) == 1, owners
 
 
 def test_a_dead_node_leaves_the_pool_and_rejoins(cluster: LocalCluster, client: httpx.Client) -> None:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, Field
 
 from voxgate import __version__
+from voxgate.api.cluster import NODE_HEADER, STREAM_HEADER, here_or_owner
 from voxgate.api.deps import RuntimeDep, Unlocked, User
 from voxgate.api.errors import PayloadTooLarge, error_response
 from voxgate.api.schemas import (
@@ -30,19 +31,22 @@ from voxgate.api.schemas import (
 )
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
+from voxgate.service.cluster import entry_of
 from voxgate.service.runtime import Runtime
+from voxgate.service.shared import StreamEntry
 from voxgate.store import profiles
 from voxgate.streams import StreamSession, StreamType
 from voxgate.streams.inference import InferenceEngine
+from voxgate.streams.registry import info_matches, parse_uuid
 
 log = logging.getLogger(__name__)
 
-STREAM_HEADER = "X-Voxgate-Stream"  # the uuid of the stream a response created
 
 router = APIRouter(tags=["streams"])
 
 MIN_FREQUENCY_HZ = 8000
 MAX_FREQUENCY_HZ = 48000
+MAX_CHANNELS = 32
 # Bytes collected from the request body before they go to the stream's worker thread together: tiny
 # network chunks do not each pay a thread hop. 16 KiB = 1 s at 8 kHz.
 FEED_BYTES = 16 * 1024
@@ -63,8 +67,25 @@ class StreamOpenRequest(BaseModel):
         default=8000,
         ge=MIN_FREQUENCY_HZ,
         le=MAX_FREQUENCY_HZ,
-        description="Sample rate of the audio that will be sent, Hz (raw s16le mono).",
+        description="Sample rate of the audio that will be sent, Hz (raw s16le).",
         examples=[8000],
+    )
+    channels: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CHANNELS,
+        description="Channels of the audio that will be sent, interleaved (a frame holds one sample of each). "
+        "One speaker is analysed, so audio of several channels needs `channel`; without it the stream is "
+        "refused (400), never read as mono.",
+        examples=[1],
+    )
+    channel: int | None = Field(
+        default=None,
+        ge=0,
+        lt=MAX_CHANNELS,
+        description="The channel to analyse (0-based) when `channels` > 1, e.g. the customer's; the others "
+        "are discarded. As the `channel` of `POST /api/v2/import`.",
+        examples=[0],
     )
 
 
@@ -125,6 +146,13 @@ class StreamInfo(BaseModel):
     )
     last_score: float | None = Field(
         default=None, description="The score (LLR) of the last verification.", examples=[4.21]
+    )
+    node: str | None = Field(
+        default=None,
+        description="The node (voxgate process) that runs the stream (`VOXGATE_NODE_ID`). In a cluster, "
+        "another node's stream shows what its owner published at its last heartbeat (at most a second "
+        "old).",
+        examples=["voxgate-1"],
     )
 
 
@@ -198,6 +226,14 @@ class Status(BaseModel):
     pbx: dict[str, PbxRegistration] = Field(
         default_factory=dict, description="Registration of each started PBX instance, by id (/api/v2/pbx/)."
     )
+    node: str | None = Field(
+        default=None, description="The node that answered (`VOXGATE_NODE_ID`).", examples=["voxgate-1"]
+    )
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="In a cluster (`VOXGATE_REDIS_URL`), the live nodes; `streams` and `running` count "
+        "every node's streams. Empty on one process.",
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -212,22 +248,27 @@ def _state(session: StreamSession, received_bytes: int | None = None) -> StreamS
     )
 
 
-def _info(session: StreamSession) -> StreamInfo:
+def _info(entry: StreamEntry) -> StreamInfo:
     return StreamInfo(
-        uuid=session.uuid,
-        type=session.type,
-        info=session.info,
-        started=session.started,
-        frequency=session.sample_rate_hz,
-        duration_s=round(session.duration_s, 6),
-        speech_length=round(session.speech_s, 3),
-        heard_speech_length=round(session.heard_speech_s, 3),
-        backlog_s=round(session.backlog_s, 3),
-        capped=session.capped,
-        dropped_s=round(session.dropped_s, 3),
-        last_verdict=session.last_verdict,
-        last_score=session.last_score,
+        uuid=entry.uuid,
+        type=StreamType(entry.type),
+        info=entry.info,
+        started=datetime.fromisoformat(entry.started),
+        frequency=entry.frequency,
+        duration_s=entry.duration_s,
+        speech_length=entry.speech_length,
+        heard_speech_length=entry.heard_speech_length,
+        backlog_s=entry.backlog_s,
+        capped=entry.capped,
+        dropped_s=entry.dropped_s,
+        last_verdict=entry.last_verdict,
+        last_score=entry.last_score,
+        node=entry.node,
     )
+
+
+def _local_info(runtime: Runtime, session: StreamSession) -> StreamInfo:
+    return _info(entry_of(session, runtime.node_id))
 
 
 # -- the HTTP door -------------------------------------------------------------------------------------
@@ -238,12 +279,16 @@ def _info(session: StreamSession) -> StreamInfo:
     status_code=201,
     response_model=StreamOpened,
     summary="Open an HTTP stream",
-    description="Opens a live stream for raw s16le mono audio at `frequency` Hz (default 8000). The body "
-    "is optional. A stream that receives no audio within `VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S` (5 s) of "
+    description="Opens a live stream for raw s16le audio at `frequency` Hz (default 8000), mono unless "
+    "`channels` says otherwise (then `channel` names the one to analyse). The body is optional. A stream that receives no audio within `VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S` (5 s) of "
     "opening closes by itself (`no_audio`), and so does one that then receives none for "
     "`VOXGATE_STREAM_IDLE_TIMEOUT_S` (10 s): send audio as soon as the stream is open.",
     dependencies=[Unlocked],
     responses={
+        400: error_response(
+            "`channels` > 1 without a `channel` to analyse, or a `channel` the audio does not have.",
+            "the stream has 2 channels; one speaker is analysed: name the channel to use (0..1)",
+        ),
         401: UNAUTHORIZED,
         423: LOCKED,
         503: error_response(
@@ -259,9 +304,11 @@ async def open_stream(
     body: Annotated[StreamOpenRequest | None, Body()] = None,
 ) -> StreamOpened:
     body = body or StreamOpenRequest()
-    session = await runtime.streams.create(StreamType.HTTP, body.frequency, body.info or {})
-    # a load balancer learns the stream's owner from this header (deploy/haproxy/haproxy.cfg's stick table)
-    response.headers[STREAM_HEADER] = session.uuid
+    session = await runtime.streams.create(
+        StreamType.HTTP, body.frequency, body.info or {}, channels=body.channels, channel=body.channel
+    )
+    response.headers[STREAM_HEADER] = session.uuid  # a proxy sticks the uuid to X-Voxgate-Node
+    response.headers[NODE_HEADER] = runtime.node_id
     return StreamOpened(uuid=session.uuid)
 
 
@@ -269,9 +316,10 @@ async def open_stream(
     "/api/v2/stream/HTTP/data/{uuid}",
     response_model=StreamState,
     summary="Send audio to an HTTP stream",
-    description="The body is raw signed 16-bit little-endian mono PCM at the stream's frequency, of any "
-    "length: send it in one request, in many, or as one long chunked request that carries the call as it "
-    "happens. A sample split between chunks or requests is joined. Audio is processed as it arrives. At "
+    description="The body is raw signed 16-bit little-endian PCM at the stream's frequency (mono, or the "
+    "`channels` given at opening, interleaved), of any length: send it in one request, in many, or as one "
+    "long chunked request that carries the call as it happens. A sample or frame split between chunks or "
+    "requests is joined. Audio is processed as it arrives. At "
     "most `VOXGATE_MAX_STREAM_REQUEST_BYTES` (default 64 MiB) per request (413 beyond; what arrived before "
     "the limit is kept).",
     openapi_extra={
@@ -286,8 +334,12 @@ async def open_stream(
         413: error_response("Request body too large.", "..."),
     },
 )
-async def stream_data(uuid: str, request: Request, user: User, runtime: RuntimeDep) -> StreamState:
-    session = runtime.streams.get(uuid, StreamType.HTTP)
+async def stream_data(
+    uuid: str, request: Request, user: User, runtime: RuntimeDep
+) -> StreamState | Response:
+    session = await here_or_owner(runtime, request, uuid, StreamType.HTTP, content=request.stream())
+    if isinstance(session, Response):
+        return session
     limit = runtime.settings.max_stream_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -322,8 +374,10 @@ async def stream_data(uuid: str, request: Request, user: User, runtime: RuntimeD
     description="Closes the stream; its uuid can no longer be enrolled or verified.",
     responses={401: UNAUTHORIZED, 404: STREAM_NOT_FOUND},
 )
-async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamState:
-    session = runtime.streams.get(uuid, StreamType.HTTP)
+async def close_stream(uuid: str, request: Request, user: User, runtime: RuntimeDep) -> StreamState | Response:
+    session = await here_or_owner(runtime, request, uuid, StreamType.HTTP)
+    if isinstance(session, Response):
+        return session
     await runtime.streams.close(session.uuid, "closed")
     return _state(session)
 
@@ -338,7 +392,18 @@ async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamStat
     responses={401: UNAUTHORIZED},
 )
 async def list_streams(user: User, runtime: RuntimeDep) -> StreamList:
-    return StreamList(streams=[_info(s) for s in runtime.streams.all()])
+    local = [_local_info(runtime, s) for s in runtime.streams.all()]
+    return StreamList(streams=_oldest_first(local + await _remote(runtime)))
+
+
+async def _remote(runtime: Runtime) -> list[StreamInfo]:
+    """The other nodes' live streams (none on one process)."""
+    cluster = runtime.cluster
+    return [] if cluster is None else [_info(e) for e in await cluster.remote_streams()]
+
+
+def _oldest_first(streams: list[StreamInfo]) -> list[StreamInfo]:
+    return sorted(streams, key=lambda s: s.started)
 
 
 @router.post(
@@ -353,8 +418,19 @@ async def find_streams(
     user: User, runtime: RuntimeDep, body: Annotated[StreamQuery | None, Body()] = None
 ) -> StreamList:
     body = body or StreamQuery()
-    found = runtime.streams.find(body.uuid, body.info)
-    return StreamList(streams=[_info(s) for s in found])
+    found = [_local_info(runtime, s) for s in runtime.streams.find(body.uuid, body.info)]
+    wanted_uuid = _canonical(body.uuid)
+    for remote in await _remote(runtime):
+        if (body.uuid is None or remote.uuid == wanted_uuid) and info_matches(remote.info, body.info or {}):
+            found.append(remote)
+    return StreamList(streams=_oldest_first(found))
+
+
+def _canonical(stream_uuid: str | None) -> str | None:
+    try:
+        return None if stream_uuid is None else parse_uuid(stream_uuid)
+    except ValueError:
+        return None
 
 
 async def _profile_summary(runtime: Runtime, sample_rate_hz: int) -> ProfileSummary | None:
@@ -388,10 +464,15 @@ async def status(user: User, runtime: RuntimeDep) -> Status:
             for m in biometrics.models.values()
         ]
     )
+    by_type = {t.value: n for t, n in streams.running_by_type().items()}
+    remote = await runtime.cluster.remote_streams() if runtime.cluster is not None else []
+    for entry in remote:
+        by_type[entry.type] = by_type.get(entry.type, 0) + 1
+    nodes = await runtime.cluster.nodes() if runtime.cluster is not None else []
     return Status(
         version=__version__,
-        streams={t.value: n for t, n in streams.running_by_type().items()},
-        running=len(streams),
+        streams=by_type,
+        running=len(streams) + len(remote),
         max_at_once=streams.max_at_once,
         max_streams=streams.max_streams,
         models=models,
@@ -402,6 +483,8 @@ async def status(user: User, runtime: RuntimeDep) -> Status:
         maintenance=runtime.locked,
         pbx=registration_states(runtime),
         engine=_engine_status(streams.engine),
+        node=runtime.node_id,
+        nodes=nodes,
     )
 
 
