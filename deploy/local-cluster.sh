@@ -291,7 +291,9 @@ start() {
   start_haproxy
   if [ "${VOXGATE_CLUSTER_KAMAILIO:-1}" != 0 ]; then start_kamailio; fi
   STARTING=0
-  say "up: http://127.0.0.1:$HTTP_PORT (HAProxy over $NODES nodes), SIP udp:127.0.0.1:$SIP_PORT (Kamailio);"
+  local sip=""
+  [ "${VOXGATE_CLUSTER_KAMAILIO:-1}" = 0 ] || sip=", SIP udp:127.0.0.1:$SIP_PORT (Kamailio)"
+  say "up: http://127.0.0.1:$HTTP_PORT (HAProxy over $NODES nodes)$sip;"
   say "    account admin, password in $DIR/admin.password; logs in $DIR/logs"
 }
 
