@@ -183,9 +183,15 @@ def test_websocket_stream_through_the_proxy(
 
 def test_a_dead_node_leaves_the_pool_and_rejoins(cluster: LocalCluster, client: httpx.Client) -> None:
     assert cluster.servers_up() == {"node1": True, "node2": True}
+    status = cluster.run("status")
+    for part in ("postgres", "redis", "node1", "node2", "haproxy"):
+        assert f"{part}: running" in status, status
+    assert "node1: 2" in status and "node2: 2" in status, status  # HAProxy's view: both up
     cluster.kill("node2")
     gone_s = cluster.wait("node2 marked down", lambda: not cluster.servers_up()["node2"], timeout_s=5)
     print(f"HAProxy took node2 out {gone_s:.2f} s after kill -9")
+    with pytest.raises(RuntimeError, match="node2: DEAD"):  # status exits 1 and names the dead part
+        cluster.run("status")
     for _ in range(6):  # whatever the balance would have picked, node1 answers
         assert client.get("/api/v2/status").status_code == 200
     assert all(line.server == "node1" for line in cluster.proxy_log()[-6:])
