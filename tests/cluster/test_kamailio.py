@@ -3,8 +3,9 @@
 The PBX is a second Kamailio, the registrar of the telephony tests (tests/telephony/kamailio.cfg, digest
 auth): the front door registers to it as the one endpoint ``voxgate`` (module uac), sipp calls that
 account at the PBX, the PBX relays each call to the front door, whose dispatcher spreads them over the
-nodes' SIP agents (one PBX instance, stored once, pointing at the front door). Each call becomes a SIP
-stream on the node that took it, findable by its call id.
+nodes' SIP agents (one PBX instance, stored and started once through the proxy, pointing at the front
+door: every node runs it). Each call becomes a SIP stream on the node that took it, findable by its call id;
+a stop through any node stops it on every node.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def options(port: int, user: str) -> int:
 
 @pytest.fixture(scope="module")
 def pbx_instance(cluster: LocalCluster, pbx: peers.Kamailio) -> str:
-    """One PBX instance, stored once through the proxy, pointing at the front door; started on each node."""
+    """One PBX instance, stored and started once through the proxy, pointing at the front door: every node
+    runs it (the node that answered the start tells the others)."""
     headers = cluster.login()
     low, high = peers.free_port_range(64)
     body = {
@@ -92,10 +94,10 @@ def pbx_instance(cluster: LocalCluster, pbx: peers.Kamailio) -> str:
     created = httpx.post(f"{cluster.url}/api/v2/pbx/", json=body, headers=headers, timeout=30)
     assert created.status_code == 201, created.text
     pbx_id = str(created.json()["id"])
+    started = httpx.post(f"{cluster.url}/api/v2/pbx/{pbx_id}/start", headers=headers, timeout=30)
+    assert started.status_code == 200, started.text
     for k in range(1, cluster.nodes + 1):
         node, node_headers = cluster.node_url(k), cluster.login(cluster.node_url(k))
-        started = httpx.post(f"{node}/api/v2/pbx/{pbx_id}/start", headers=node_headers, timeout=30)
-        assert started.status_code == 200, started.text
 
         def registered(node: str = node, headers: dict[str, str] = node_headers) -> bool:
             instance = httpx.get(f"{node}/api/v2/pbx/{pbx_id}", headers=headers, timeout=30).json()
@@ -202,3 +204,21 @@ async def test_a_dead_node_gets_no_calls_and_rejoins(
     print(f"node2 back in the dispatcher {up_s:.2f} s after it answered /health")
     most, _ = await place_calls(cluster, pbx, pbx_instance, speech_dir, tmp_path, prefix="rejoined")
     assert most == {"node1": CALLS // 2, "node2": CALLS // 2}
+
+
+def test_a_pbx_instance_stopped_on_one_node_stops_on_every_node(
+    cluster: LocalCluster, pbx_instance: str
+) -> None:
+    headers = cluster.login()
+    stopped = httpx.post(f"{cluster.node_url(1)}/api/v2/pbx/{pbx_instance}/stop", headers=headers, timeout=30)
+    assert stopped.status_code == 200, stopped.text
+
+    def state(k: int) -> str:
+        node = cluster.node_url(k)
+        instance = httpx.get(
+            f"{node}/api/v2/pbx/{pbx_instance}", headers=cluster.login(node), timeout=30
+        ).json()
+        return str(instance["registration"]["state"])
+
+    cluster.wait("stopped on node2 too", lambda: state(2) == "stopped", timeout_s=5)
+    assert state(1) == "stopped"
