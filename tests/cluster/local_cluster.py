@@ -126,7 +126,16 @@ class LocalCluster:
         return done.stdout + done.stderr
 
     def stop(self) -> None:
+        """``local-cluster.sh stop``, and a check that it was clean: every part's process group gone (zombies
+        aside: their parent, the script, is gone) and the throwaway database's folder removed."""
+        groups = [int(f.read_text()) for f in (self.folder / "run").glob("*.pid")]
+        pg_dir = self.folder / "run" / "postgres.dir"
+        database = Path(pg_dir.read_text().strip()) if pg_dir.exists() else None
         self.run("stop")
+        alive = [pid for pid in groups if _alive(pid)]
+        assert not alive, f"still running after stop: {alive}"
+        assert not list((self.folder / "run").glob("*.pid"))
+        assert database is None or not database.exists(), f"{database} left behind"
 
     @property
     def url(self) -> str:
@@ -191,3 +200,12 @@ class LocalCluster:
                 raise AssertionError(f"{condition}: not within {timeout_s} s")
             time.sleep(0.05)
         return time.monotonic() - start
+
+
+def _alive(pid: int) -> bool:
+    """A process that runs (a zombie does not: it only waits for a parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
