@@ -44,8 +44,6 @@ def two_workers(
     name = f"workers_{int(time.time() * 1000) % 10**9}"
     url = postgres_server.create_database(name)
     env = cluster_env(url, redis_url, model_dir, PASSWORD)
-    # a stream waits without audio while the other worker's stream is fed (slow on a busy 2-core machine)
-    env.update(VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S="120", VOXGATE_STREAM_IDLE_TIMEOUT_S="120")
     box = start_node("box", tmp_path / "box", env, args=("--workers", "2"))
     try:
         yield box
