@@ -44,6 +44,7 @@ def two_workers(
     name = f"workers_{int(time.time() * 1000) % 10**9}"
     url = postgres_server.create_database(name)
     env = cluster_env(url, redis_url, model_dir, PASSWORD)
+    env["VOXGATE_NODE_URL"] = "http://127.0.0.1:9"  # the box's host; each worker forwards to a port of its own
     box = start_node("box", tmp_path / "box", env, args=("--workers", "2"))
     try:
         yield box

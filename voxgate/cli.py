@@ -266,9 +266,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         listen.api = [socket.socket(fileno=int(fd)) for fd in args.listen_fds.split(",")]
         if args.metrics_fd is not None:
             listen.metrics = socket.socket(fileno=args.metrics_fd)
-        internal_port = urllib.parse.urlsplit(settings.node_url).port if settings.node_url else None
         listen.internal = uvicorn.Config(
-            app, host=host, port=internal_port or 0, lifespan="off", log_level=settings.log_level,
+            app, host=host, port=0, lifespan="off", log_level=settings.log_level,
             log_config=options["log_config"], access_log=False,
         )
     asyncio.run(_serve_ports(app, ports, options, "https" if certfile else "http", metrics, listen))
@@ -348,8 +347,9 @@ async def _serve_ports(
     async def report() -> None:
         while not all(server.started for server in servers):
             await asyncio.sleep(0.05)
-        if internal_server is not None:
-            _announce_node_url(app, internal_server, "http")
+        if internal_server is not None:  # VOXGATE_NODE_URL names the box: its host, this worker's port
+            named = urllib.parse.urlsplit(app.state.runtime.settings.node_url).hostname
+            _announce_node_url(app, internal_server, "http", host=named, force=True)
             print(f"voxgate: node address {app.state.runtime.cluster.url}", file=sys.stderr, flush=True)
         else:
             _announce_node_url(app, servers[0], scheme)
@@ -375,18 +375,18 @@ async def _serve_ports(
             reporter.cancel()
 
 
-def _announce_node_url(app: FastAPI, server: uvicorn.Server, scheme: str) -> None:
-    """Tell the cluster where other nodes reach this process (unless VOXGATE_NODE_URL says it): the first
-    listening socket, with the host name in place of a wildcard address."""
-    import socket
-
+def _announce_node_url(
+    app: FastAPI, server: uvicorn.Server, scheme: str, *, host: str | None = None, force: bool = False
+) -> None:
+    """Tell the cluster where other nodes reach this process (unless VOXGATE_NODE_URL says it, or
+    ``force``): the server's first listening socket, on ``host`` or the socket's address (the host name in
+    place of a wildcard address)."""
     cluster = app.state.runtime.cluster
     if cluster is None or not server.servers or not server.servers[0].sockets:
         return
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = socket.gethostname()
-    cluster.set_url(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}")
+    bound, port = server.servers[0].sockets[0].getsockname()[:2]
+    host = host or (socket.gethostname() if bound in ("0.0.0.0", "::") else bound)
+    cluster.set_url(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}", force=force)
 
 
 # -- enroll / verify ------------------------------------------------------------------------------------

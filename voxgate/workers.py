@@ -3,8 +3,8 @@
 The supervisor (this module, in the process the operator started) binds the listening sockets once and
 starts N ``voxgate serve`` worker processes that inherit them (the kernel hands each new connection to one
 worker waiting in ``accept``). Each worker is a node of the cluster in its own right: its own node id, its own
-inference engine, its own internal address that the other nodes forward a stream's requests to
-(``VOXGATE_NODE_URL`` + the worker's index, or a free port), and the shared live state in Redis; that is why
+inference engine, its own internal address that the other nodes forward a stream's requests to (a free
+port, on ``VOXGATE_NODE_URL``'s host if set), and the shared live state in Redis; that is why
 more than one worker needs ``VOXGATE_REDIS_URL``. The metrics port is bound here too and shared
 (prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``; a temporary folder if it is unset).
 
@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -56,16 +55,13 @@ def worker_count(requested: int | None, settings: Settings) -> int:
     return count
 
 
-def worker_env(settings: Settings, index: int, environ: dict[str, str]) -> dict[str, str]:
-    """A worker's environment: its node id (a configured id gets ``-<index>``; the default host-pid is
-    unique already) and its internal address (a configured VOXGATE_NODE_URL's port + index)."""
+def worker_env(index: int, environ: dict[str, str]) -> dict[str, str]:
+    """A worker's environment: a configured node id gets ``-<index>`` (the default host-pid is unique
+    already). Its internal address is a free port of its own, on VOXGATE_NODE_URL's host if that is set
+    (one port per box cannot address N workers)."""
     env = dict(environ)
     if "VOXGATE_NODE_ID" in environ:
         env["VOXGATE_NODE_ID"] = f"{environ['VOXGATE_NODE_ID']}-{index}"
-    if settings.node_url:
-        parts = urllib.parse.urlsplit(settings.node_url)
-        port = (parts.port or (443 if parts.scheme == "https" else 80)) + index
-        env["VOXGATE_NODE_URL"] = f"{parts.scheme}://{parts.hostname}:{port}"
     return env
 
 
@@ -102,7 +98,7 @@ class Supervisor:
 
     def _spawn(self, index: int, environ: dict[str, str]) -> subprocess.Popen[bytes]:
         fds = [s.fileno() for s in self.api] + ([self.metrics.fileno()] if self.metrics is not None else [])
-        return subprocess.Popen(self._argv(index), env=worker_env(self.settings, index, environ), pass_fds=fds)
+        return subprocess.Popen(self._argv(index), env=worker_env(index, environ), pass_fds=fds)
 
     def run(self, environ: dict[str, str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -109,10 +109,11 @@ class Cluster:
             await client.aclose()
         await self.shared.stop()
 
-    def set_url(self, url: str) -> None:
-        """The address other nodes forward to, once the server knows its port: announced at once."""
-        if self.url:
-            return  # VOXGATE_NODE_URL wins
+    def set_url(self, url: str, *, force: bool = False) -> None:
+        """The address other nodes forward to, once the server knows its port: announced at once.
+        VOXGATE_NODE_URL wins unless ``force`` (a worker of ``--workers``: its own port)."""
+        if self.url and not force:
+            return
         self.url = url.rstrip("/")
         if self._beater is not None:
             asyncio.get_running_loop().create_task(self._beat_logged())
