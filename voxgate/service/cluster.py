@@ -194,14 +194,24 @@ class Cluster:
             await self.shared.drop_stream(session.uuid)
 
     async def remote_streams(self) -> list[StreamEntry]:
-        """Live streams of the other nodes (none on one process)."""
+        """Live streams of the other nodes (none on one process, none known while Redis is away)."""
         if not self.distributed:
             return []
-        return [e for e in await self.shared.streams() if e.node != self.node_id]
+        try:
+            return [e for e in await self.shared.streams() if e.node != self.node_id]
+        except (RedisError, OSError) as exc:
+            log.warning("other nodes' streams unknown: %s", exc)
+            return []
 
     async def nodes(self) -> list[str]:
         """The live nodes' names (none on one process)."""
-        return [n.node for n in await self.shared.nodes()] if self.distributed else []
+        if not self.distributed:
+            return []
+        try:
+            return [n.node for n in await self.shared.nodes()]
+        except (RedisError, OSError) as exc:
+            log.warning("live nodes unknown: %s", exc)
+            return [self.node_id]
 
     async def owner(self, stream_uuid: str) -> NodeInfo | None:
         """The live node running ``stream_uuid`` if it is another one with an address; None otherwise."""

@@ -22,7 +22,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from voxgate.errors import ServiceError
 from voxgate.service.throttle import LoginThrottle
+
+
+class SharedStateUnavailable(ServiceError):
+    """The shared live state (Redis) cannot be reached: a signal could not be sent to the other nodes."""
 
 
 class Signal(StrEnum):
