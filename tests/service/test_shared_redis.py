@@ -103,6 +103,18 @@ async def test_a_nodes_own_entry_of_a_closed_stream_is_removed_quietly(
     assert [e.uuid for e in await two.streams()] == ["u2"]
 
 
+async def test_a_restarted_nodes_old_streams_are_reaped_as_lost(
+    nodes: tuple[RedisState, RedisState, Heard, Heard],
+) -> None:
+    _, two, _, _ = nodes
+    old = entry("u-old", "node-2")
+    old.incarnation = 1.0
+    await two.put_stream(old)
+    await two.heartbeat(NodeInfo("node-2", "", 2.0, 0), 10.0, [])  # node-2 again, a new process
+    reaped = await two.reap(set(), 2.0)
+    assert [e.uuid for e in reaped] == ["u-old"], "the old process's stream ended with it: reported"
+
+
 async def test_failed_logins_are_counted_across_nodes(nodes: tuple[RedisState, RedisState, Heard, Heard]) -> None:
     one, two, _, _ = nodes
     policy = Policy(free_failures=2, base_delay_s=30.0, max_delay_s=60.0)

@@ -46,7 +46,7 @@ class OwnerUnreachable(ServiceError):
     """The stream runs on another node, which did not answer a forwarded request."""
 
 
-def entry_of(session: StreamSession, node: str) -> StreamEntry:
+def entry_of(session: StreamSession, node: str, incarnation: float = 0.0) -> StreamEntry:
     """The registry entry of a live stream of this node."""
     return StreamEntry(
         uuid=session.uuid,
@@ -64,6 +64,7 @@ def entry_of(session: StreamSession, node: str) -> StreamEntry:
         last_verdict=session.last_verdict,
         last_score=session.last_score,
         wall_s=round(time.monotonic() - session.started_monotonic, 3),
+        incarnation=incarnation,
     )
 
 
@@ -137,13 +138,13 @@ class Cluster:
         registry = self.runtime.registry
         sessions = registry.all() if registry is not None else []
         node = NodeInfo(self.node_id, self.url, self.started, len(sessions))
-        await self.shared.heartbeat(node, self.ttl_s, [entry_of(s, self.node_id) for s in sessions if not s.closed])
+        await self.shared.heartbeat(node, self.ttl_s, [entry_of(s, self.node_id, self.started) for s in sessions if not s.closed])
         locked = await self.shared.locked()
         if locked is not None and locked != self.runtime.locked:
             log.warning("maintenance mode %s by another node", "on" if locked else "off")
             self.runtime.locked = locked
         mine = {s.uuid for s in registry.all()} if registry is not None else set()
-        for entry in await self.shared.reap(mine):
+        for entry in await self.shared.reap(mine, self.started):
             await self._record_lost(entry)
 
     async def _record_lost(self, entry: StreamEntry) -> None:
@@ -187,7 +188,7 @@ class Cluster:
 
     async def stream_started(self, session: StreamSession) -> None:
         if self.distributed:
-            await self.shared.put_stream(entry_of(session, self.node_id))
+            await self.shared.put_stream(entry_of(session, self.node_id, self.started))
 
     async def stream_stopped(self, session: StreamSession, reason: str) -> None:
         if self.distributed:

@@ -75,6 +75,7 @@ class StreamEntry:
     last_score: float | None = None
     state: str = "live"
     wall_s: float = 0.0  # seconds since the stream opened, at the owner's last heartbeat
+    incarnation: float = 0.0  # when the owner process started: a restart under the same node id is another
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -180,9 +181,10 @@ class SharedState(ABC):
         """A live node by name; None if its heartbeat expired (or it never ran)."""
 
     @abstractmethod
-    async def reap(self, mine: set[str] | None = None) -> list[StreamEntry]:
+    async def reap(self, mine: set[str] | None = None, incarnation: float = 0.0) -> list[StreamEntry]:
         """Remove the entries of dead nodes (each is returned to exactly one caller, who records that the
-        stream ended) and, with ``mine`` (this node's live uuids), this node's entries of closed streams."""
+        stream ended) and, with ``mine`` (this node's live uuids), this node's entries of closed streams;
+        entries under this node's id from an earlier ``incarnation`` (a restart) count as a dead node's."""
 
     # -- the login throttle -----------------------------------------------------------------------------
 
@@ -243,7 +245,7 @@ class LocalState(SharedState):
     async def node(self, name: str) -> NodeInfo | None:
         return None
 
-    async def reap(self, mine: set[str] | None = None) -> list[StreamEntry]:
+    async def reap(self, mine: set[str] | None = None, incarnation: float = 0.0) -> list[StreamEntry]:
         return []
 
     def throttle(self, local: LoginThrottle) -> Throttle:

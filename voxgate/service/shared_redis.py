@@ -216,17 +216,22 @@ class RedisState(SharedState):
         alive = await self._alive({e.node for e in entries})
         return [e for e in entries if e.node in alive]
 
-    async def reap(self, mine: set[str] | None = None) -> list[StreamEntry]:
-        """Entries of dead nodes, and (``mine``: this node's live uuids, read after the entries) this
-        node's own entries of streams that already closed; HDEL decides who reports each one."""
+    async def reap(self, mine: set[str] | None = None, incarnation: float = 0.0) -> list[StreamEntry]:
+        """Entries of dead nodes (and of this node id's earlier incarnation), and (``mine``: this node's
+        live uuids, read after the entries) this node's own entries of streams that already closed; HDEL
+        decides who reports each one."""
         entries = await self._entries()
         alive = await self._alive({e.node for e in entries})
         ended: list[StreamEntry] = []
         for entry in entries:
-            stale = entry.node == self.node_id and mine is not None and entry.uuid not in mine
-            if entry.node in alive and not stale:
+            ours = mine is not None and entry.node == self.node_id
+            if ours and entry.incarnation == incarnation:
+                if mine is not None and entry.uuid not in mine:
+                    await self.client.hdel(STREAMS, entry.uuid)  # closed here: no loss to report
                 continue
-            if await self.client.hdel(STREAMS, entry.uuid) and not stale:
+            if entry.node in alive and not ours:
+                continue
+            if await self.client.hdel(STREAMS, entry.uuid):
                 entry.state = "ended"
                 ended.append(entry)
         dead = {e.node for e in entries} - alive
