@@ -161,7 +161,10 @@ class Runtime:
             await accounts.ensure_account(sessions, settings)
             accounts.rotate_reset_secret(settings)
             self.purge_task = asyncio.create_task(
-                housekeeping.purge_forever(sessions, settings.event_retention_days), name="voxgate-purge"
+                housekeeping.purge_forever(
+                    sessions, settings.event_retention_days, claim=lambda ttl_s: self.shared.lease("purge", ttl_s)
+                ),
+                name="voxgate-purge",
             )
 
         try:
