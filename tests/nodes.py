@@ -30,6 +30,10 @@ def cluster_env(database_url: str, redis_url: str, model_dir: Path, password: st
         "VOXGATE_ADMIN_PASSWORD": password,
         "VOXGATE_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
         "VOXGATE_LOG_LEVEL": "warning",
+        # streams wait while others are fed (slow on a busy machine): no idle or first-audio timeout in a test
+        "VOXGATE_STREAM_IDLE_TIMEOUT_S": "120",
+        "VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S": "120",
+        "VOXGATE_WORKERS": "1",  # one process per node (with Redis the default is one per core)
         "VOXGATE_CACHE_TTL_S": "0",  # a restore through one node is seen by the other at once
         "VOXGATE_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the tests' webhook receiver
     }

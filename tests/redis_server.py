@@ -43,7 +43,7 @@ def ensure_installed() -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -71,7 +71,7 @@ class RedisServer:
     def start(cls, binary: str) -> RedisServer:
         folder = Path(tempfile.mkdtemp(prefix="voxgate-redis-"))
         for _attempt in range(5):  # a port picked free may be taken before the server binds it
-            port = _free_port()
+            port = free_port()
             log = (folder / "server.log").open("ab")
             process = subprocess.Popen(
                 [

@@ -135,8 +135,9 @@ class Settings(BaseSettings):
     )
     node_url: str = Field(
         default="",
-        description="Base URL other nodes reach this process at (`http://10.0.0.5:8100`), to forward a "
-        "stream's data, verify and enroll to its owner; empty: derived from the listening socket.",
+        description="Base URL other nodes reach this process at (`http://10.0.0.5:8000`), to forward a "
+        "stream's data, verify and enroll to its owner; empty: derived from the listening socket. With "
+        "`--workers`, only its host counts: each worker listens on a free port of its own there.",
     )
     node_ttl_s: float = Field(
         default=3.0,

@@ -147,6 +147,7 @@ def test_a_lock_on_node_1_refuses_new_streams_on_node_2_within_a_second(nodes: l
                 assert refused.status_code == 201, refused.text
                 assert time.monotonic() - locked_at < 1.0, "node 2 still opens streams a second after the lock"
                 time.sleep(0.02)
+            print(f"lock reached node 2 within {(time.monotonic() - locked_at) * 1000:.0f} ms")
             assert "maintenance" in refused.json()["detail"]
             assert two.get("/api/v2/status").json()["maintenance"] is True
         finally:

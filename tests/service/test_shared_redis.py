@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from voxgate.service.shared import LocalState, NodeInfo, Signal, StreamEntry
+from tests.redis_server import free_port
+from voxgate.service.shared import LocalState, NodeInfo, SharedStateUnavailable, Signal, StreamEntry
 from voxgate.service.shared_redis import RedisState
 from voxgate.service.throttle import LoginThrottle, Policy
 
@@ -102,6 +103,18 @@ async def test_a_nodes_own_entry_of_a_closed_stream_is_removed_quietly(
     assert [e.uuid for e in await two.streams()] == ["u2"]
 
 
+async def test_a_restarted_nodes_old_streams_are_reaped_as_lost(
+    nodes: tuple[RedisState, RedisState, Heard, Heard],
+) -> None:
+    _, two, _, _ = nodes
+    old = entry("u-old", "node-2")
+    old.incarnation = 1.0
+    await two.put_stream(old)
+    await two.heartbeat(NodeInfo("node-2", "", 2.0, 0), 10.0, [])  # node-2 again, a new process
+    reaped = await two.reap(set(), 2.0)
+    assert [e.uuid for e in reaped] == ["u-old"], "the old process's stream ended with it: reported"
+
+
 async def test_failed_logins_are_counted_across_nodes(nodes: tuple[RedisState, RedisState, Heard, Heard]) -> None:
     one, two, _, _ = nodes
     policy = Policy(free_failures=2, base_delay_s=30.0, max_delay_s=60.0)
@@ -129,3 +142,18 @@ async def test_the_local_state_is_one_process() -> None:
     throttle = LoginThrottle()
     await local.throttle(throttle).failure("a", "b")
     assert len(throttle) == 2, "the process's own counts, as before"
+
+
+async def test_without_redis_a_node_refuses_to_start_and_logins_are_throttled_per_node() -> None:
+    gone = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    state = RedisState("lonely", gone)
+    with pytest.raises(SharedStateUnavailable, match="cannot reach Redis"):
+        await state.start(Heard())
+    with pytest.raises(SharedStateUnavailable, match="could not be sent to the others"):
+        await state.announce(Signal.LOCK)
+    policy = Policy(free_failures=1, base_delay_s=30.0, max_delay_s=60.0)
+    local = LoginThrottle(per_address=policy, per_username=policy)
+    throttle = state.throttle(local)
+    await throttle.failure("10.0.0.9", "admin")
+    assert await throttle.retry_after_header("10.0.0.9", "admin") == 30, "this node's own counts stand in"
+    await state.client.aclose()

@@ -49,12 +49,13 @@ def body_limits(settings: Settings) -> Limits:
     return limit
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, telephony: bool = True) -> FastAPI:
+    """``telephony=False``: stored PBX instances are not started here (``--workers``: worker 0 runs them)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, telephony=telephony)
         await runtime.start()
         door = WebSocketDoor(runtime)
         runtime.streams.listen(on_stop=door.on_stop)

@@ -48,7 +48,7 @@ class OwnerUnreachable(ServiceError):
     """The stream runs on another node, which did not answer a forwarded request."""
 
 
-def entry_of(session: StreamSession, node: str) -> StreamEntry:
+def entry_of(session: StreamSession, node: str, incarnation: float = 0.0) -> StreamEntry:
     """The registry entry of a live stream of this node."""
     return StreamEntry(
         uuid=session.uuid,
@@ -66,6 +66,7 @@ def entry_of(session: StreamSession, node: str) -> StreamEntry:
         last_verdict=session.last_verdict,
         last_score=session.last_score,
         wall_s=round(time.monotonic() - session.started_monotonic, 3),
+        incarnation=incarnation,
     )
 
 
@@ -111,10 +112,11 @@ class Cluster:
             await client.aclose()
         await self.shared.stop()
 
-    def set_url(self, url: str) -> None:
-        """The address other nodes forward to, once the server knows its port: announced at once."""
-        if self.url:
-            return  # VOXGATE_NODE_URL wins
+    def set_url(self, url: str, *, force: bool = False) -> None:
+        """The address other nodes forward to, once the server knows its port: announced at once.
+        VOXGATE_NODE_URL wins unless ``force`` (a worker of ``--workers``: its own port)."""
+        if self.url and not force:
+            return
         self.url = url.rstrip("/")
         if self._beater is not None:
             asyncio.get_running_loop().create_task(self._beat_logged())
@@ -138,13 +140,13 @@ class Cluster:
         registry = self.runtime.registry
         sessions = registry.all() if registry is not None else []
         node = NodeInfo(self.node_id, self.url, self.started, len(sessions))
-        await self.shared.heartbeat(node, self.ttl_s, [entry_of(s, self.node_id) for s in sessions if not s.closed])
+        await self.shared.heartbeat(node, self.ttl_s, [entry_of(s, self.node_id, self.started) for s in sessions if not s.closed])
         locked = await self.shared.locked()
         if locked is not None and locked != self.runtime.locked:
             log.warning("maintenance mode %s by another node", "on" if locked else "off")
             self.runtime.locked = locked
         mine = {s.uuid for s in registry.all()} if registry is not None else set()
-        for entry in await self.shared.reap(mine):
+        for entry in await self.shared.reap(mine, self.started):
             await self._record_lost(entry)
 
     async def _record_lost(self, entry: StreamEntry) -> None:
@@ -198,21 +200,31 @@ class Cluster:
 
     async def stream_started(self, session: StreamSession) -> None:
         if self.distributed:
-            await self.shared.put_stream(entry_of(session, self.node_id))
+            await self.shared.put_stream(entry_of(session, self.node_id, self.started))
 
     async def stream_stopped(self, session: StreamSession, reason: str) -> None:
         if self.distributed:
             await self.shared.drop_stream(session.uuid)
 
     async def remote_streams(self) -> list[StreamEntry]:
-        """Live streams of the other nodes (none on one process)."""
+        """Live streams of the other nodes (none on one process, none known while Redis is away)."""
         if not self.distributed:
             return []
-        return [e for e in await self.shared.streams() if e.node != self.node_id]
+        try:
+            return [e for e in await self.shared.streams() if e.node != self.node_id]
+        except (RedisError, OSError) as exc:
+            log.warning("other nodes' streams unknown: %s", exc)
+            return []
 
     async def nodes(self) -> list[str]:
         """The live nodes' names (none on one process)."""
-        return [n.node for n in await self.shared.nodes()] if self.distributed else []
+        if not self.distributed:
+            return []
+        try:
+            return [n.node for n in await self.shared.nodes()]
+        except (RedisError, OSError) as exc:
+            log.warning("live nodes unknown: %s", exc)
+            return [self.node_id]
 
     async def owner(self, stream_uuid: str) -> NodeInfo | None:
         """The live node running ``stream_uuid`` if it is another one with an address; None otherwise."""

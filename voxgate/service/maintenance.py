@@ -49,8 +49,8 @@ async def set_locked(runtime: Runtime, locked: bool, user: str) -> LockChange:
     was = runtime.locked
     await settings_kv.set(runtime.store.sessions, settings_kv.MAINTENANCE, locked)
     runtime.locked = locked
-    await runtime.shared.announce(Signal.LOCK if locked else Signal.UNLOCK)
     await record(runtime, "lock" if locked else "unlock", user, changed=was != locked)
+    await runtime.shared.announce(Signal.LOCK if locked else Signal.UNLOCK)  # SharedStateUnavailable: 503
     return LockChange(locked=locked, changed=was != locked)
 
 
@@ -58,7 +58,7 @@ async def force_off(runtime: Runtime, user: str) -> int:
     """Close every live stream now, on every node (their webhooks and events see the reason
     ``force_off``); returns how many: this node's, plus the other nodes' live ones when it was sent."""
     remote = len(await runtime.cluster.remote_streams()) if runtime.cluster is not None else 0
-    await runtime.shared.announce(Signal.FORCE_OFF)
     closed = await runtime.streams.close_all("force_off") if runtime.running else 0
     await record(runtime, "force_off", user, closed=closed + remote)
+    await runtime.shared.announce(Signal.FORCE_OFF)  # SharedStateUnavailable: 503
     return closed + remote

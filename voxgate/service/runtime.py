@@ -50,8 +50,11 @@ class Runtime:
     """Settings, store, biometrics, inference engine, stream registry, PBX agents, webhooks and the
     maintenance flag of one process. Build it with settings; :meth:`start` brings the parts up."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, telephony: bool = True) -> None:
+        """``telephony=False``: the stored PBX instances are not started (another worker of this box runs
+        the SIP agents: their ports are the box's)."""
         self.settings = settings
+        self.telephony = telephony
         self.locked = False  # maintenance mode (persisted as the `maintenance` setting)
         self.throttle = LoginThrottle()  # this process's counts (used unless the shared state counts them)
         self.shared = self._shared_state(settings)
@@ -158,7 +161,10 @@ class Runtime:
             await accounts.ensure_account(sessions, settings)
             accounts.rotate_reset_secret(settings)
             self.purge_task = asyncio.create_task(
-                housekeeping.purge_forever(sessions, settings.event_retention_days), name="voxgate-purge"
+                housekeeping.purge_forever(
+                    sessions, settings.event_retention_days, claim=lambda ttl_s: self.shared.lease("purge", ttl_s)
+                ),
+                name="voxgate-purge",
             )
 
         try:
@@ -207,7 +213,8 @@ class Runtime:
             AgentOptions(rtp_timeout_s=settings.rtp_timeout_s, on_call=metrics.sip_call),
             admit=lambda: not self.locked,
         )
-        await telephony.start_stored(self.pbx_instances, await pbx_store.list_all(sessions), settings)
+        if self.telephony:
+            await telephony.start_stored(self.pbx_instances, await pbx_store.list_all(sessions), settings)
 
         self.webhooks = Webhooks(
             self, WebhookSender.from_settings(sessions, settings), interval_s=settings.webhook_interval_s

@@ -22,7 +22,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from voxgate.errors import ServiceError
 from voxgate.service.throttle import LoginThrottle
+
+
+class SharedStateUnavailable(ServiceError):
+    """The shared live state (Redis) cannot be reached: a signal could not be sent to the other nodes."""
 
 
 class Signal(StrEnum):
@@ -71,6 +76,7 @@ class StreamEntry:
     last_score: float | None = None
     state: str = "live"
     wall_s: float = 0.0  # seconds since the stream opened, at the owner's last heartbeat
+    incarnation: float = 0.0  # when the owner process started: a restart under the same node id is another
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -176,9 +182,10 @@ class SharedState(ABC):
         """A live node by name; None if its heartbeat expired (or it never ran)."""
 
     @abstractmethod
-    async def reap(self, mine: set[str] | None = None) -> list[StreamEntry]:
+    async def reap(self, mine: set[str] | None = None, incarnation: float = 0.0) -> list[StreamEntry]:
         """Remove the entries of dead nodes (each is returned to exactly one caller, who records that the
-        stream ended) and, with ``mine`` (this node's live uuids), this node's entries of closed streams."""
+        stream ended) and, with ``mine`` (this node's live uuids), this node's entries of closed streams;
+        entries under this node's id from an earlier ``incarnation`` (a restart) count as a dead node's."""
 
     # -- the login throttle -----------------------------------------------------------------------------
 
@@ -239,7 +246,7 @@ class LocalState(SharedState):
     async def node(self, name: str) -> NodeInfo | None:
         return None
 
-    async def reap(self, mine: set[str] | None = None) -> list[StreamEntry]:
+    async def reap(self, mine: set[str] | None = None, incarnation: float = 0.0) -> list[StreamEntry]:
         return []
 
     def throttle(self, local: LoginThrottle) -> Throttle:

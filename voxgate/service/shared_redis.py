@@ -29,14 +29,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from voxgate.service.shared import (
+    LocalThrottle,
     NodeInfo,
     SharedState,
+    SharedStateUnavailable,
     Signal,
     SignalListener,
     StreamEntry,
     Throttle,
 )
-from voxgate.service.throttle import PER_ADDRESS, PER_USERNAME, LoginThrottle, Policy
+from voxgate.service.throttle import LoginThrottle, Policy
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,10 @@ class RedisState(SharedState):
         self._subscribed = asyncio.Event()
 
     async def start(self, on_signal: SignalListener) -> None:
-        await self.client.ping()  # RedisError: refuse to start rather than run as a lonely node
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:  # refuse to start rather than run as a lonely node
+            raise SharedStateUnavailable(f"cannot reach Redis (VOXGATE_REDIS_URL): {exc}") from exc
         self._listener = asyncio.create_task(self._listen(on_signal), name="voxgate-signals")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._subscribed.wait(), 5.0)
@@ -127,11 +132,17 @@ class RedisState(SharedState):
 
     async def announce(self, signal: Signal) -> None:
         body = json.dumps({"signal": signal.value, "node": self.node_id})
-        async with self.client.pipeline(transaction=True) as pipe:
-            if signal in (Signal.LOCK, Signal.UNLOCK):
-                pipe.set(MAINTENANCE, "1" if signal is Signal.LOCK else "0")
-            pipe.publish(SIGNALS, body)
-            await pipe.execute()
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if signal in (Signal.LOCK, Signal.UNLOCK):
+                    pipe.set(MAINTENANCE, "1" if signal is Signal.LOCK else "0")
+                pipe.publish(SIGNALS, body)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SharedStateUnavailable(
+                f"{signal.value} was done on this node but could not be sent to the others (Redis: {exc}); "
+                "repeat it once Redis answers"
+            ) from exc
 
     async def locked(self) -> bool | None:
         value = await self.client.get(MAINTENANCE)
@@ -205,17 +216,22 @@ class RedisState(SharedState):
         alive = await self._alive({e.node for e in entries})
         return [e for e in entries if e.node in alive]
 
-    async def reap(self, mine: set[str] | None = None) -> list[StreamEntry]:
-        """Entries of dead nodes, and (``mine``: this node's live uuids, read after the entries) this
-        node's own entries of streams that already closed; HDEL decides who reports each one."""
+    async def reap(self, mine: set[str] | None = None, incarnation: float = 0.0) -> list[StreamEntry]:
+        """Entries of dead nodes (and of this node id's earlier incarnation), and (``mine``: this node's
+        live uuids, read after the entries) this node's own entries of streams that already closed; HDEL
+        decides who reports each one."""
         entries = await self._entries()
         alive = await self._alive({e.node for e in entries})
         ended: list[StreamEntry] = []
         for entry in entries:
-            stale = entry.node == self.node_id and mine is not None and entry.uuid not in mine
-            if entry.node in alive and not stale:
+            ours = mine is not None and entry.node == self.node_id
+            if ours and entry.incarnation == incarnation:
+                if mine is not None and entry.uuid not in mine:
+                    await self.client.hdel(STREAMS, entry.uuid)  # closed here: no loss to report
                 continue
-            if await self.client.hdel(STREAMS, entry.uuid) and not stale:
+            if entry.node in alive and not ours:
+                continue
+            if await self.client.hdel(STREAMS, entry.uuid):
                 entry.state = "ended"
                 ended.append(entry)
         dead = {e.node for e in entries} - alive
@@ -226,27 +242,52 @@ class RedisState(SharedState):
     # -- the login throttle -----------------------------------------------------------------------------
 
     def throttle(self, local: LoginThrottle) -> Throttle:
-        return RedisThrottle(self.client, local.per_address, local.per_username)
+        return RedisThrottle(self.client, local)
 
 
 class RedisThrottle:
     """:class:`~voxgate.service.throttle.LoginThrottle`'s policy, counted in Redis by every node.
 
     Times are wall-clock seconds (nodes do not share a monotonic clock); a key expires ``forget_after_s``
-    after its last failure, as the in-memory one forgets it."""
+    after its last failure, as the in-memory one forgets it. While Redis does not answer, this process's
+    own counts (``local``) stand in: logins keep working, throttled per node."""
 
-    def __init__(
-        self, client: aioredis.Redis, per_address: Policy = PER_ADDRESS, per_username: Policy = PER_USERNAME
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, local: LoginThrottle) -> None:
         self.client = client
-        self.per_address = per_address
-        self.per_username = per_username
+        self.local = LocalThrottle(local)
+        self.per_address: Policy = local.per_address
+        self.per_username: Policy = local.per_username
 
     @staticmethod
     def _keys(address: str, username: str) -> tuple[str, str]:
         return f"{PREFIX}throttle:ip:{address}", f"{PREFIX}throttle:user:{username}"
 
     async def retry_after_header(self, address: str, username: str) -> int:
+        try:
+            return await self._retry_after_header(address, username)
+        except (RedisError, OSError) as exc:
+            log.warning("login throttle on this node only: %s", exc)
+            return await self.local.retry_after_header(address, username)
+
+    async def failure(self, address: str, username: str) -> None:
+        try:
+            await self._failure(address, username)
+        except (RedisError, OSError):
+            await self.local.failure(address, username)
+
+    async def success(self, address: str, username: str) -> None:
+        try:
+            await self.client.eval(_SUCCESS, 2, *self._keys(address, username))
+        except (RedisError, OSError):
+            await self.local.success(address, username)
+
+    async def clear(self) -> None:
+        await self.local.clear()
+        keys = [key async for key in self.client.scan_iter(match=f"{PREFIX}throttle:*", count=1000)]
+        if keys:
+            await self.client.delete(*keys)
+
+    async def _retry_after_header(self, address: str, username: str) -> int:
         keys = self._keys(address, username)
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
@@ -259,7 +300,7 @@ class RedisThrottle:
                 wait = max(wait, float(last) + policy.delay_s(int(failures)) - now)
         return max(1, math.ceil(wait)) if wait > 0 else 0
 
-    async def failure(self, address: str, username: str) -> None:
+    async def _failure(self, address: str, username: str) -> None:
         now = time.time()
         async with self.client.pipeline(transaction=True) as pipe:
             for key, policy in zip(self._keys(address, username), (self.per_address, self.per_username), strict=True):
@@ -267,11 +308,3 @@ class RedisThrottle:
                 pipe.hset(key, "t", repr(now))
                 pipe.expire(key, max(1, math.ceil(policy.forget_after_s)))
             await pipe.execute()
-
-    async def success(self, address: str, username: str) -> None:
-        await self.client.eval(_SUCCESS, 2, *self._keys(address, username))
-
-    async def clear(self) -> None:
-        keys = [key async for key in self.client.scan_iter(match=f"{PREFIX}throttle:*", count=1000)]
-        if keys:
-            await self.client.delete(*keys)
