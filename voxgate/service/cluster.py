@@ -192,7 +192,7 @@ class Cluster:
     async def _reconcile_pbx(self) -> None:
         """Run the PBX instances the store says are started, and no other."""
         instances = self.runtime.pbx_instances
-        if instances is not None:
+        if instances is not None and self.runtime.telephony:  # with --workers: worker 0's
             records = await pbx_store.list_all(self.runtime.store.sessions)
             await telephony.reconcile(instances, records, self.runtime.settings)
 
