@@ -4,6 +4,8 @@ answer for each other's streams."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -45,6 +47,7 @@ def two_workers(
     url = postgres_server.create_database(name)
     env = cluster_env(url, redis_url, model_dir, PASSWORD)
     env["VOXGATE_NODE_URL"] = "http://127.0.0.1:9"  # the box's host; each worker forwards to a port of its own
+    env["VOXGATE_METRICS_PORT"] = "0"  # one metrics port for the box
     box = start_node("box", tmp_path / "box", env, args=("--workers", "2"))
     try:
         yield box
@@ -82,6 +85,37 @@ def test_two_workers_share_one_port_and_answer_for_each_others_streams(two_worke
             assert verified.status_code in (201, 409) and verified.headers["X-Voxgate-Node"] == owners[uuid]
     listed = httpx.get(f"{base}/api/v2/streams", headers=token).json()["streams"]
     assert {s["uuid"] for s in listed} >= set(uuids)
+
+    metrics = re.search(r"voxgate: metrics on (\S+)", two_workers.log())
+    assert metrics is not None, two_workers.log()
+    scraped = httpx.get(metrics.group(1)).text
+    exists = re.search(r'^voxgate_enrollments_total\{result="exists",source="stream"\} (\S+)', scraped, re.M)
+    assert exists is not None and float(exists.group(1)) == 6, "the metrics port sums both workers' 3 + 3"
+
+    # kill -9 worker 1: its streams end (node_lost), the supervisor starts it again under the same name
+    pids = re.search(r"voxgate: 2 workers \(pids (\d+), (\d+)\)", two_workers.log())
+    assert pids is not None
+    lost = [uuid for uuid, node in owners.items() if node == "box-1"]
+    os.kill(int(pids.group(2)), signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while set(lost) & {s["uuid"] for s in httpx.get(f"{base}/api/v2/streams", headers=token).json()["streams"]}:
+        assert time.monotonic() < deadline, "the killed worker's streams are still listed"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5  # written by the first node whose heartbeat notices
+    while not (stops := stop_events(base, token, lost[0])):
+        assert time.monotonic() < deadline, "no stream_stop event for the killed worker's stream"
+        time.sleep(0.2)
+    assert [e["outcome"] for e in stops] == ["node_lost"]
+    deadline = time.monotonic() + 120
+    while "restarting it" not in two_workers.log() or sorted(status(base)["nodes"]) != ["box-0", "box-1"]:
+        assert time.monotonic() < deadline, two_workers.log()
+        time.sleep(0.5)
+
+
+def stop_events(base: str, token: dict[str, str], uuid: str) -> list[dict[str, Any]]:
+    params = {"type": "stream_stop", "stream": uuid}
+    found: list[dict[str, Any]] = httpx.get(f"{base}/api/v2/logging", params=params, headers=token).json()["events"]
+    return found
 
 
 def login(base: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 import urllib.parse
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
     serve.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     def audio_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--channel", type=int, help="use this channel (0-based) of a multi-channel recording")
@@ -261,7 +263,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_config=options["log_config"],
             access_log=False,
         )
-    listen = _Listen()
+    listen = _Listen(ready_fd=args.ready_fd)
     if args.listen_fds is not None:  # a worker of --workers: the supervisor's sockets, an address of its own
         listen.api = [socket.socket(fileno=int(fd)) for fd in args.listen_fds.split(",")]
         if args.metrics_fd is not None:
@@ -281,6 +283,7 @@ class _Listen:
     api: list[socket.socket] | None = None
     metrics: socket.socket | None = None
     internal: uvicorn.Config | None = None
+    ready_fd: int | None = None  # written once serving (the supervisor waits for worker 0)
 
 
 def _tune_interpreter() -> None:
@@ -353,6 +356,9 @@ async def _serve_ports(
             print(f"voxgate: node address {app.state.runtime.cluster.url}", file=sys.stderr, flush=True)
         else:
             _announce_node_url(app, servers[0], scheme)
+        if listen.ready_fd is not None:
+            os.write(listen.ready_fd, b"1")
+            os.close(listen.ready_fd)
         for server in servers:
             if server is internal_server:
                 continue

@@ -8,7 +8,8 @@ port, on ``VOXGATE_NODE_URL``'s host if set), and the shared live state in Redis
 more than one worker needs ``VOXGATE_REDIS_URL``. The metrics port is bound here too and shared
 (prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``; a temporary folder if it is unset).
 
-A worker that dies is started again (at most once per :data:`RESTART_S` per slot); its live streams end
+Worker 0 starts first and alone until it serves (a new store is set up once); the others then start
+together. A worker that dies is started again (at most once per :data:`RESTART_S` per slot); its live streams end
 like those of any dead node. SIGTERM or SIGINT stops every worker, then the supervisor.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -96,14 +98,38 @@ class Supervisor:
             argv += ["--metrics-fd", str(self.metrics.fileno())]
         return argv
 
-    def _spawn(self, index: int, environ: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, index: int, environ: dict[str, str], ready_fd: int | None = None) -> subprocess.Popen[bytes]:
         fds = [s.fileno() for s in self.api] + ([self.metrics.fileno()] if self.metrics is not None else [])
-        return subprocess.Popen(self._argv(index), env=worker_env(index, environ), pass_fds=fds)
+        argv = self._argv(index)
+        if ready_fd is not None:
+            fds.append(ready_fd)
+            argv += ["--ready-fd", str(ready_fd)]
+        return subprocess.Popen(argv, env=worker_env(index, environ), pass_fds=fds)
+
+    def _first(self, environ: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Worker 0, alone until it serves: a new store is migrated, and its account, secrets key and
+        shipped profiles made, once; the others then start together and find them."""
+        read_end, write_end = os.pipe()
+        try:
+            first = self._spawn(0, environ, ready_fd=write_end)
+            os.close(write_end)
+            write_end = -1
+            while not self.stopping:  # a byte: serving; end of file: it exited (restarted below)
+                readable, _, _ = select.select([read_end], [], [], 0.5)
+                if readable:
+                    os.read(read_end, 1)
+                    break
+            return first
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
 
     def run(self, environ: dict[str, str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        self.workers = [self._spawn(i, environ) for i in range(self.count)]
+        self.workers = [self._first(environ)]
+        self.workers += [self._spawn(i, environ) for i in range(1, self.count)]
         self.started = [time.monotonic()] * self.count
         print(f"voxgate: {self.count} workers (pids {', '.join(str(w.pid) for w in self.workers if w)})", file=sys.stderr, flush=True)
         while not self.stopping:
@@ -113,7 +139,7 @@ class Supervisor:
                     continue
                 if time.monotonic() - self.started[index] < RESTART_S:
                     continue  # it died young: wait before trying again
-                log.error("worker %d (pid %d) exited with %s; starting it again", index, worker.pid, worker.returncode)
+                log.error("worker %d (pid %d) exited with %s; restarting it", index, worker.pid, worker.returncode)
                 self.workers[index] = self._spawn(index, environ)
                 self.started[index] = time.monotonic()
         self._stop_workers()
