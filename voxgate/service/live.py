@@ -5,7 +5,8 @@ the last streams that ended, with why, so a call that just hung up stays on scre
 Between starts and stops a watcher gets a fresh snapshot every ``interval_s``: net speech, backlog and
 verdicts change with every frame, and a snapshot costs a walk over the running streams, no I/O.
 
-It holds only this process's streams: in a cluster every node shows its own.
+In a cluster (or under ``serve --workers``) the running streams of the other nodes are listed too, as their
+owners last published them (no timelines: those stay with the owner), and ended streams are this node's.
 """
 
 from __future__ import annotations
@@ -14,54 +15,29 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from voxgate.streams import StreamRegistry, StreamSession, StreamType
-from voxgate.streams.session import InfoValue, VerdictMark
+from voxgate.service.cluster import entry_of
+from voxgate.service.shared import StreamEntry
+from voxgate.streams import StreamRegistry, StreamSession
+from voxgate.streams.session import VerdictMark
 
 KEEP_ENDED = 20  # streams that ended, newest first, kept for the view
 
 
 @dataclass(frozen=True)
 class StreamView:
-    """What a view shows of a stream, copied out of its session: an ended stream's view does not keep the
-    session (and its audio buffers) alive."""
+    """What a view shows of a stream, copied out of its session (the stream listing's entry and the verdict
+    timeline): an ended stream's view does not keep the session and its audio buffers alive."""
 
-    uuid: str
-    type: StreamType
-    info: dict[str, InfoValue]
-    started: datetime
-    sample_rate_hz: int
-    duration_s: float
-    speech_s: float
-    heard_speech_s: float
-    backlog_s: float
-    capped: bool
-    dropped_s: float
-    last_verdict: str | None
-    last_score: float | None
+    entry: StreamEntry
     verdicts: tuple[VerdictMark, ...]
 
     @classmethod
-    def of(cls, session: StreamSession) -> StreamView:
-        return cls(
-            uuid=session.uuid,
-            type=session.type,
-            info=dict(session.info),
-            started=session.started,
-            sample_rate_hz=session.sample_rate_hz,
-            duration_s=session.duration_s,
-            speech_s=session.speech_s,
-            heard_speech_s=session.heard_speech_s,
-            backlog_s=session.backlog_s,
-            capped=session.capped,
-            dropped_s=session.dropped_s,
-            last_verdict=session.last_verdict,
-            last_score=session.last_score,
-            verdicts=tuple(session.verdicts),
-        )
+    def of(cls, session: StreamSession, node: str) -> StreamView:
+        return cls(entry_of(session, node), tuple(session.verdicts))
 
 
 @dataclass(frozen=True)
@@ -80,8 +56,18 @@ class LiveSnapshot:
 class LiveFeed:
     """Snapshots of the registry's streams for watchers, woken early by starts and stops."""
 
-    def __init__(self, registry: StreamRegistry, keep_ended: int = KEEP_ENDED) -> None:
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        node: str,
+        remote: Callable[[], Awaitable[list[StreamEntry]]] | None = None,
+        keep_ended: int = KEEP_ENDED,
+    ) -> None:
+        """``remote``: the other nodes' live streams (a cluster's, or ``serve --workers``'), shown with
+        this node's but without their timelines; None on one process."""
         self._registry = registry
+        self._node = node
+        self._remote = remote
         self._ended: deque[EndedStream] = deque(maxlen=keep_ended)
         self._changed = asyncio.Event()
         self._closed = False
@@ -96,7 +82,7 @@ class LiveFeed:
         self._wake()
 
     async def _stopped(self, session: StreamSession, reason: str) -> None:
-        self._ended.appendleft(EndedStream(StreamView.of(session), reason, datetime.now(UTC)))
+        self._ended.appendleft(EndedStream(StreamView.of(session, self._node), reason, datetime.now(UTC)))
         self._wake()
 
     def _wake(self) -> None:
@@ -104,8 +90,12 @@ class LiveFeed:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def snapshot(self) -> LiveSnapshot:
-        return LiveSnapshot(running=[StreamView.of(s) for s in self._registry.all()], ended=list(self._ended))
+    async def snapshot(self) -> LiveSnapshot:
+        running = [StreamView.of(s, self._node) for s in self._registry.all()]
+        if self._remote is not None:
+            running += [StreamView(entry, ()) for entry in await self._remote()]
+            running.sort(key=lambda view: view.entry.started)
+        return LiveSnapshot(running=running, ended=list(self._ended))
 
     async def watch(self, interval_s: float, duration_s: float) -> AsyncIterator[LiveSnapshot]:
         """A snapshot now, then one every ``interval_s`` or at once when a stream starts or stops, for
@@ -113,7 +103,7 @@ class LiveFeed:
         shutdown for long, and a closed feed none at all)."""
         deadline = time.monotonic() + duration_s
         while not self._closed:
-            yield self.snapshot()
+            yield await self.snapshot()
             left = deadline - time.monotonic()
             if left <= 0 or self._closed:
                 return

@@ -8,15 +8,16 @@ stream's :class:`~voxgate.streams.session.StreamSession`; the biometrics happen 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from voxgate import __version__
+from voxgate.api.cluster import NODE_HEADER, STREAM_HEADER, here_or_owner
 from voxgate.api.deps import LiveDep, RuntimeDep, Unlocked, User
 from voxgate.api.errors import PayloadTooLarge, error_response
 from voxgate.api.schemas import (
@@ -32,13 +33,18 @@ from voxgate.api.schemas import (
 )
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
-from voxgate.service.live import EndedStream, LiveSnapshot, StreamView
+from voxgate.service.cluster import entry_of
+from voxgate.service.live import EndedStream, LiveSnapshot
 from voxgate.service.runtime import Runtime
+from voxgate.service.shared import StreamEntry
 from voxgate.store import profiles
 from voxgate.streams import StreamSession, StreamType
 from voxgate.streams.inference import InferenceEngine
+from voxgate.streams.registry import info_matches, parse_uuid
+from voxgate.streams.session import VerdictMark
 
 log = logging.getLogger(__name__)
+
 
 router = APIRouter(tags=["streams"])
 
@@ -152,10 +158,17 @@ class StreamInfo(BaseModel):
     last_score: float | None = Field(
         default=None, description="The score (LLR) of the last verification.", examples=[4.21]
     )
+    node: str | None = Field(
+        default=None,
+        description="The node (voxgate process) that runs the stream (`VOXGATE_NODE_ID`). In a cluster, "
+        "another node's stream shows what its owner published at its last heartbeat (at most a second "
+        "old).",
+        examples=["voxgate-1"],
+    )
     verdicts: list[VerdictPoint] = Field(
         default_factory=list,
         description="The stream's recent verifications (at most the last 120), oldest first: its verdict "
-        "timeline.",
+        "timeline (this node's streams; another node's stream shows none).",
     )
 
 
@@ -170,9 +183,9 @@ class EndedStreamInfo(StreamInfo):
 class LiveStreams(BaseModel):
     """One event of `GET /api/v2/streams/live`."""
 
-    running: list[StreamInfo] = Field(description="Live streams, oldest first.")
+    running: list[StreamInfo] = Field(description="Live streams (a cluster's), oldest first.")
     ended: list[EndedStreamInfo] = Field(
-        description="The last streams that ended, newest first (at most 20)."
+        description="The last streams of this node that ended, newest first (at most 20)."
     )
 
 
@@ -246,6 +259,14 @@ class Status(BaseModel):
     pbx: dict[str, PbxRegistration] = Field(
         default_factory=dict, description="Registration of each started PBX instance, by id (/api/v2/pbx/)."
     )
+    node: str | None = Field(
+        default=None, description="The node that answered (`VOXGATE_NODE_ID`).", examples=["voxgate-1"]
+    )
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="In a cluster (`VOXGATE_REDIS_URL`), the live nodes; `streams` and `running` count "
+        "every node's streams. Empty on one process.",
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -260,37 +281,42 @@ def _state(session: StreamSession, received_bytes: int | None = None) -> StreamS
     )
 
 
-def _info(session: StreamSession | StreamView) -> StreamInfo:
-    """A running session, or a view of one (the same attributes, copied out; see service/live.py)."""
+def _info(entry: StreamEntry, verdicts: Sequence[VerdictMark] = ()) -> StreamInfo:
     return StreamInfo(
-        uuid=session.uuid,
-        type=session.type,
-        info=session.info,
-        started=session.started,
-        frequency=session.sample_rate_hz,
-        duration_s=round(session.duration_s, 6),
-        speech_length=round(session.speech_s, 3),
-        heard_speech_length=round(session.heard_speech_s, 3),
-        backlog_s=round(session.backlog_s, 3),
-        capped=session.capped,
-        dropped_s=round(session.dropped_s, 3),
-        last_verdict=session.last_verdict,
-        last_score=session.last_score,
+        uuid=entry.uuid,
+        type=StreamType(entry.type),
+        info=entry.info,
+        started=datetime.fromisoformat(entry.started),
+        frequency=entry.frequency,
+        duration_s=entry.duration_s,
+        speech_length=entry.speech_length,
+        heard_speech_length=entry.heard_speech_length,
+        backlog_s=entry.backlog_s,
+        capped=entry.capped,
+        dropped_s=entry.dropped_s,
+        last_verdict=entry.last_verdict,
+        last_score=entry.last_score,
+        node=entry.node,
         verdicts=[
             VerdictPoint(at_s=m.at_s, verdict=m.verdict, score=m.score, speech_length=m.speech_s)
-            for m in session.verdicts
+            for m in verdicts
         ],
     )
 
 
+def _local_info(runtime: Runtime, session: StreamSession) -> StreamInfo:
+    return _info(entry_of(session, runtime.node_id), session.verdicts)
+
+
 def _ended(ended: EndedStream) -> EndedStreamInfo:
-    return EndedStreamInfo(**_info(ended.stream).model_dump(), ended=ended.ended, reason=ended.reason)
+    info = _info(ended.stream.entry, ended.stream.verdicts)
+    return EndedStreamInfo(**info.model_dump(), ended=ended.ended, reason=ended.reason)
 
 
 def _live_event(snapshot: LiveSnapshot) -> str:
     """One server-sent event: ``event: streams`` and the snapshot as one line of JSON."""
     body = LiveStreams(
-        running=[_info(s) for s in snapshot.running], ended=[_ended(e) for e in snapshot.ended]
+        running=[_info(v.entry, v.verdicts) for v in snapshot.running], ended=[_ended(e) for e in snapshot.ended]
     )
     return f"event: streams\ndata: {body.model_dump_json()}\n\n"
 
@@ -322,12 +348,17 @@ def _live_event(snapshot: LiveSnapshot) -> str:
     },
 )
 async def open_stream(
-    user: User, runtime: RuntimeDep, body: Annotated[StreamOpenRequest | None, Body()] = None
+    user: User,
+    runtime: RuntimeDep,
+    response: Response,
+    body: Annotated[StreamOpenRequest | None, Body()] = None,
 ) -> StreamOpened:
     body = body or StreamOpenRequest()
     session = await runtime.streams.create(
         StreamType.HTTP, body.frequency, body.info or {}, channels=body.channels, channel=body.channel
     )
+    response.headers[STREAM_HEADER] = session.uuid  # a proxy sticks the uuid to X-Voxgate-Node
+    response.headers[NODE_HEADER] = runtime.node_id
     return StreamOpened(uuid=session.uuid)
 
 
@@ -353,8 +384,12 @@ async def open_stream(
         413: error_response("Request body too large.", "..."),
     },
 )
-async def stream_data(uuid: str, request: Request, user: User, runtime: RuntimeDep) -> StreamState:
-    session = runtime.streams.get(uuid, StreamType.HTTP)
+async def stream_data(
+    uuid: str, request: Request, user: User, runtime: RuntimeDep
+) -> StreamState | Response:
+    session = await here_or_owner(runtime, request, uuid, StreamType.HTTP, content=request.stream())
+    if isinstance(session, Response):
+        return session
     limit = runtime.settings.max_stream_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -389,8 +424,10 @@ async def stream_data(uuid: str, request: Request, user: User, runtime: RuntimeD
     description="Closes the stream; its uuid can no longer be enrolled or verified.",
     responses={401: UNAUTHORIZED, 404: STREAM_NOT_FOUND},
 )
-async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamState:
-    session = runtime.streams.get(uuid, StreamType.HTTP)
+async def close_stream(uuid: str, request: Request, user: User, runtime: RuntimeDep) -> StreamState | Response:
+    session = await here_or_owner(runtime, request, uuid, StreamType.HTTP)
+    if isinstance(session, Response):
+        return session
     await runtime.streams.close(session.uuid, "closed")
     return _state(session)
 
@@ -405,7 +442,18 @@ async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamStat
     responses={401: UNAUTHORIZED},
 )
 async def list_streams(user: User, runtime: RuntimeDep) -> StreamList:
-    return StreamList(streams=[_info(s) for s in runtime.streams.all()])
+    local = [_local_info(runtime, s) for s in runtime.streams.all()]
+    return StreamList(streams=_oldest_first(local + await _remote(runtime)))
+
+
+async def _remote(runtime: Runtime) -> list[StreamInfo]:
+    """The other nodes' live streams (none on one process)."""
+    cluster = runtime.cluster
+    return [] if cluster is None else [_info(e) for e in await cluster.remote_streams()]
+
+
+def _oldest_first(streams: list[StreamInfo]) -> list[StreamInfo]:
+    return sorted(streams, key=lambda s: s.started)
 
 
 @router.get(
@@ -415,7 +463,8 @@ async def list_streams(user: User, runtime: RuntimeDep) -> StreamList:
     "(running streams, the last ones that ended) at once, then every `interval_s` and whenever a stream "
     "starts or stops, for `duration_s`; then the response ends and the watcher reconnects (a browser's "
     "`EventSource` does so by itself; the console reads it with `fetch`, which can send the token header). "
-    "This process's streams only.",
+    "In a cluster, other nodes' streams are listed as their owners last published them, without "
+    "timelines; ended streams are this node's.",
     responses={
         200: {
             "description": "Server-sent events, each `event: streams` with a `LiveStreams` document.",
@@ -458,8 +507,19 @@ async def find_streams(
     user: User, runtime: RuntimeDep, body: Annotated[StreamQuery | None, Body()] = None
 ) -> StreamList:
     body = body or StreamQuery()
-    found = runtime.streams.find(body.uuid, body.info)
-    return StreamList(streams=[_info(s) for s in found])
+    found = [_local_info(runtime, s) for s in runtime.streams.find(body.uuid, body.info)]
+    wanted_uuid = _canonical(body.uuid)
+    for remote in await _remote(runtime):
+        if (body.uuid is None or remote.uuid == wanted_uuid) and info_matches(remote.info, body.info or {}):
+            found.append(remote)
+    return StreamList(streams=_oldest_first(found))
+
+
+def _canonical(stream_uuid: str | None) -> str | None:
+    try:
+        return None if stream_uuid is None else parse_uuid(stream_uuid)
+    except ValueError:
+        return None
 
 
 async def _profile_summary(runtime: Runtime, sample_rate_hz: int) -> ProfileSummary | None:
@@ -493,10 +553,15 @@ async def status(user: User, runtime: RuntimeDep) -> Status:
             for m in biometrics.models.values()
         ]
     )
+    by_type = {t.value: n for t, n in streams.running_by_type().items()}
+    remote = await runtime.cluster.remote_streams() if runtime.cluster is not None else []
+    for entry in remote:
+        by_type[entry.type] = by_type.get(entry.type, 0) + 1
+    nodes = await runtime.cluster.nodes() if runtime.cluster is not None else []
     return Status(
         version=__version__,
-        streams={t.value: n for t, n in streams.running_by_type().items()},
-        running=len(streams),
+        streams=by_type,
+        running=len(streams) + len(remote),
         max_at_once=streams.max_at_once,
         max_streams=streams.max_streams,
         models=models,
@@ -507,6 +572,8 @@ async def status(user: User, runtime: RuntimeDep) -> Status:
         maintenance=runtime.locked,
         pbx=registration_states(runtime),
         engine=_engine_status(streams.engine),
+        node=runtime.node_id,
+        nodes=nodes,
     )
 
 
