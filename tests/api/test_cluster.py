@@ -8,6 +8,7 @@ its streams shown ended within a few seconds, and nothing stored before the kill
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,11 @@ def test_a_stream_on_node_1_is_listed_fed_enrolled_and_verified_through_node_2(
         assert {enrolling, same, other} <= set(listed)
         assert {listed[u]["node"] for u in (enrolling, same, other)} == {"node-1"}
         assert listed[same]["last_verdict"] == "verified" and listed[same]["speech_length"] > 5
+        # the console's live feed: node 2 lists node 1's streams as published (no timeline), node 1 with it
+        live_two = _live(two)
+        assert live_two[same]["node"] == "node-1" and live_two[same]["last_verdict"] == "verified"
+        assert live_two[same]["verdicts"] == []
+        assert [p["verdict"] for p in _live(one)[same]["verdicts"]] == ["verified"]
         found = two.post("/api/v2/streams", json={"info": {"callid": "other-call"}}).json()["streams"]
         assert [s["uuid"] for s in found] == [other]
         status = two.get("/api/v2/status").json()
@@ -110,6 +116,14 @@ def test_a_stream_on_node_1_is_listed_fed_enrolled_and_verified_through_node_2(
         assert one.post("/api/v2/verify", json={"uuid": same, "external_id": "customer-a"}).status_code == 404
         for uuid in (enrolling, other):
             assert two.delete(f"/api/v2/stream/HTTP/{uuid}").status_code == 200
+
+
+def _live(http: httpx.Client) -> dict[str, dict[str, Any]]:
+    """The running streams of the first event of the node's live feed, by uuid."""
+    response = http.get("/api/v2/streams/live?duration_s=1")
+    assert response.status_code == 200, response.text
+    first = json.loads(response.text.split("\n\n")[0].split("data: ", 1)[1])
+    return {s["uuid"]: s for s in first["running"]}
 
 
 def test_a_webhook_subscribed_on_node_2_is_sent_once_a_tick_by_the_streams_owner(
