@@ -41,7 +41,7 @@ export async function render(root) {
             { label: "Type", value: (e) => e.type },
             { label: "Outcome", value: (e) => e.outcome },
             { label: "External id", value: (e) => e.external_id ?? "–" },
-            { label: "Stream", value: (e) => (e.stream ? h("code", { title: e.stream }, e.stream.slice(0, 8)) : "–") },
+            { label: "Stream", value: (e) => (e.stream ? h("code", { title: e.stream, className: "id" }, e.stream.slice(0, 8)) : "–") },
             { label: "Detail", value: (e) => h("code", {}, JSON.stringify(e.detail)) },
           ],
           answer.events, { caption: `Events: ${answer.total} match, page ${page} of ${pages}`, empty: "No event matches." }),

@@ -32,7 +32,8 @@ function caller(info) {
 
 const COLUMNS = [
   { label: "Type", value: (x) => x.type },
-  { label: "Stream", value: (x) => h("code", { title: x.uuid }, x.uuid.slice(0, 8)) },
+  { label: "Stream", value: (x) => h("code", { title: x.uuid, className: "id" }, x.uuid.slice(0, 8)) },
+  { label: "Node", value: (x) => x.node ?? "–" },
   { label: "Caller info", value: (x) => caller(x.info) },
   { label: "Started", value: (x) => fmt.clock(x.started) },
   { label: "Audio", value: (x) => fmt.seconds(x.duration_s), className: "num" },
@@ -51,7 +52,7 @@ export async function render(root) {
   const stop = new AbortController();
   status.set("Connecting…", "busy");
   root.append(
-    h("p", { className: "hint" }, "Streams of this server (HTTP, WebSocket, SIP), updated as they run. A verdict appears once the caller's system asks for a verification."),
+    h("p", { className: "hint" }, "Streams of this server, or of every node of a cluster (HTTP, WebSocket, SIP), updated as they run. A verdict appears once the caller's system asks for a verification; the timeline is kept by the node that runs the stream."),
     status, updated,
     h("h2", {}, "Running"), running,
     h("h2", {}, "Recently ended"), ended,
@@ -64,7 +65,7 @@ export async function render(root) {
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
     running.replaceChildren(table(COLUMNS, data.running, { empty: "No stream is running." }));
     ended.replaceChildren(table(
-      [...COLUMNS.slice(0, 3), { label: "Ended", value: (x) => `${fmt.clock(x.ended)} (${x.reason})` }, ...COLUMNS.slice(4, 6), ...COLUMNS.slice(7)],
+      [...COLUMNS.slice(0, 4), { label: "Ended", value: (x) => `${fmt.clock(x.ended)} (${x.reason})` }, ...COLUMNS.slice(5, 7), ...COLUMNS.slice(8)],
       data.ended, { empty: "None since the server started." }));
   }, stop.signal, (error) => status.set(`Disconnected (${errorText(error)}); retrying…`, "error"));
   return () => stop.abort();
