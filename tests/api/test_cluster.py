@@ -54,7 +54,9 @@ def nodes(shared_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 def client(node: Node) -> httpx.Client:
     login = httpx.post(f"{node.url}/rest-auth/login/", json={"username": "admin", "password": PASSWORD})
     assert login.status_code == 200, login.text
-    return httpx.Client(base_url=node.url, timeout=120, headers={"Authorization": f"Token {login.json()['key']}"})
+    return httpx.Client(
+        base_url=node.url, timeout=120, headers={"Authorization": f"Token {login.json()['key']}"}
+    )
 
 
 def open_stream(http: httpx.Client, callid: str) -> str:
@@ -113,7 +115,9 @@ def test_a_stream_on_node_1_is_listed_fed_enrolled_and_verified_through_node_2(
 
 
 def test_a_webhook_subscribed_on_node_2_is_sent_once_a_tick_by_the_streams_owner(
-    nodes: list[Node], speech_dir: Path, receiver: Receiver  # noqa: F811
+    nodes: list[Node],
+    speech_dir: Path,
+    receiver: Receiver,  # noqa: F811
 ) -> None:
     one, two = (client(n) for n in nodes)
     with one, two:
@@ -145,7 +149,9 @@ def test_a_lock_on_node_1_refuses_new_streams_on_node_2_within_a_second(nodes: l
             locked_at = time.monotonic()
             while (refused := two.post("/api/v2/stream/HTTP", json={})).status_code != 423:
                 assert refused.status_code == 201, refused.text
-                assert time.monotonic() - locked_at < 1.0, "node 2 still opens streams a second after the lock"
+                assert time.monotonic() - locked_at < 1.0, (
+                    "node 2 still opens streams a second after the lock"
+                )
                 time.sleep(0.02)
             print(f"lock reached node 2 within {(time.monotonic() - locked_at) * 1000:.0f} ms")
             assert "maintenance" in refused.json()["detail"]
@@ -216,16 +222,19 @@ def test_a_killed_nodes_streams_end_within_seconds_and_nothing_stored_is_lost(
             feed(three, doomed, _speech(speech_dir, "3080", slice(0, 3)))
             enrolled = three.post("/api/v2/enroll", json={"uuid": doomed, "external_id": "customer-k"})
             assert enrolled.status_code == 201, enrolled.text
-            assert [s["node"] for s in one.post("/api/v2/streams", json={"uuid": doomed}).json()["streams"]] == [
-                "node-3"
-            ]
+            assert [
+                s["node"] for s in one.post("/api/v2/streams", json={"uuid": doomed}).json()["streams"]
+            ] == ["node-3"]
             three_node.stop(kill=True)
             killed_at = time.monotonic()
             while one.post("/api/v2/streams", json={"uuid": doomed}).json()["streams"]:
                 assert time.monotonic() - killed_at < 6.0, "the dead node's stream is still listed"
                 time.sleep(0.1)
             detected_s = time.monotonic() - killed_at
-            assert one.post("/api/v2/verify", json={"uuid": doomed, "external_id": "customer-k"}).status_code == 404
+            assert (
+                one.post("/api/v2/verify", json={"uuid": doomed, "external_id": "customer-k"}).status_code
+                == 404
+            )
             assert one.post("/api/v2/voiceprint", json={"external_id": "customer-k"}).json()["exists"] is True
             deadline = time.monotonic() + 3.0
             while not (stops := _stops(one, doomed)):

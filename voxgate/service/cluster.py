@@ -138,7 +138,9 @@ class Cluster:
         registry = self.runtime.registry
         sessions = registry.all() if registry is not None else []
         node = NodeInfo(self.node_id, self.url, self.started, len(sessions))
-        await self.shared.heartbeat(node, self.ttl_s, [entry_of(s, self.node_id, self.started) for s in sessions if not s.closed])
+        await self.shared.heartbeat(
+            node, self.ttl_s, [entry_of(s, self.node_id, self.started) for s in sessions if not s.closed]
+        )
         locked = await self.shared.locked()
         if locked is not None and locked != self.runtime.locked:
             log.warning("maintenance mode %s by another node", "on" if locked else "off")
