@@ -21,22 +21,24 @@ import pickle
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from voxgate.audio.types import AudioLimits
+from voxgate.audio.types import AudioLimits, Float64Array
 from voxgate.audio.vad import VAD_SHA256
 from voxgate.biometrics.metrics import SummaryMetrics, eer, summarize
 from voxgate.biometrics.models import read_card
-from voxgate.biometrics.profile import CalibrationProfile, Channel
+from voxgate.biometrics.profile import CalibrationProfile, Channel, shipped_profile
 from voxgate.biometrics.voiceprint import combine
+from voxgate.errors import ProfileError
 from voxgate.evaluation.datasets import Dataset, read_dataset
 from voxgate.evaluation.embedding import EmbedJob, FileResult, embed_files
 from voxgate.evaluation.fitting import (
     BANDS_S,
+    CALL_SIZES,
     CROPS_S,
     EmbeddedSet,
     ScoredTrials,
@@ -55,7 +57,6 @@ DEFAULT_SPEECH = REPO.parent / "shared" / "data" / "speech"
 BoolArray = npt.NDArray[np.bool_]
 CACHE_VERSION = "2"  # bump when what is embedded per file changes (cut, crops, VAD)
 PASSPHRASE_ENROLL = 3  # recordings enrolled together in the text-dependent case
-SHORT_CLIP_MAX_S = 4.5  # sets whose recordings (90 %) hold less speech: the passphrase-like sets
 # `verified` at ≤ 0.1 % false accepts on every fitting set and band, each set also scored by a profile
 # fitted on the others: measured held out, 0.3 % let 0.9-1.3 % of the keyword-clip impostors through
 # on the telephone channel (same small vocabulary as the targets: harder than any fitting set).
@@ -92,6 +93,7 @@ class Row:
     system: System
     full: ScoredTrials  # every pair of whole recordings
     bands: dict[tuple[float, float], ScoredTrials]  # whole recordings and crops, by test speech
+    calls: dict[int, ScoredTrials] = field(default_factory=dict)  # short clips joined, by clips per call
 
     @property
     def metrics(self) -> SummaryMetrics:
@@ -165,7 +167,12 @@ def _row(set_name: str, system: System, parts: Sequence[tuple[CalibrationProfile
     """Figures of one set, pooling the trials of several (profile, part of the set) pairs."""
     full = ScoredTrials.pooled([e.trials().scored(profile) for profile, e in parts])
     cropped = ScoredTrials.pooled([e.trials(CROPS_S).scored(profile) for profile, e in parts])
-    return Row(set_name, system, full, _band_split(cropped))
+    calls = {
+        size: ScoredTrials.pooled([e.call_trials(size).scored(profile) for profile, e in parts])
+        for size in CALL_SIZES
+        if all(e.short for _, e in parts)
+    }
+    return Row(set_name, system, full, _band_split(cropped), calls)
 
 
 def evaluate_set(profile: CalibrationProfile, embedded: EmbeddedSet, system: System) -> Row:
@@ -242,11 +249,6 @@ def passphrase_trials(embedded: EmbeddedSet, enroll: int = PASSPHRASE_ENROLL) ->
     )
 
 
-def is_short(embedded: EmbeddedSet) -> bool:
-    durations = [r.speech_s for r in embedded.results if not r.error]
-    return bool(durations) and float(np.quantile(durations, 0.9)) < SHORT_CLIP_MAX_S
-
-
 def naive_eer(embedded: EmbeddedSet) -> float:
     """EER of the mean of the raw ECAPA and CAM++ cosines on the whole recordings (no VAD), every pair."""
     vectors = {
@@ -262,6 +264,54 @@ def naive_eer(embedded: EmbeddedSet) -> float:
     return eer(fused[target], fused[~target])
 
 
+def _step_eer(scores: Float64Array, is_target: BoolArray, weights: Float64Array) -> float:
+    """Equal error rate of weighted trials, on the step curve (the bootstrap's: fast, not ROCCH)."""
+    order = np.argsort(scores, kind="stable")
+    w, target = weights[order], is_target[order]
+    miss = np.cumsum(w * target) / max(float((w * target).sum()), 1e-12)
+    false_accept = 1.0 - np.cumsum(w * ~target) / max(float((w * ~target).sum()), 1e-12)
+    ends = np.flatnonzero(np.diff(scores[order], append=np.inf) > 0)  # thresholds between distinct scores
+    miss, false_accept = miss[ends], false_accept[ends]
+    k = int(np.argmin(np.abs(miss - false_accept)))
+    return float((miss[k] + false_accept[k]) / 2)
+
+
+def naive_gap(
+    profile: CalibrationProfile, embedded: EmbeddedSet, rounds: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """95 % interval of (the profile's EER − the naive fusion's) on every pair of whole recordings,
+    resampling the set's speakers with replacement: a set of 6 or 30 speakers makes the EER of either
+    system uncertain by about a point, and a difference smaller than that is not a finding.
+
+    A refused recording's trials score LLR 0, as everywhere in this report."""
+    files = [k for k, r in enumerate(embedded.results) if r.whole is not None]
+    wholes = [r.whole for r in embedded.results if r.whole is not None]
+    speakers = np.array([embedded.dataset.speakers[k] for k in files])
+    index = {name: n for n, name in enumerate(sorted(set(speakers)))}
+    speaker_id = np.array([index[name] for name in speakers])
+    i, j = np.triu_indices(len(files), k=1)
+    whole = {m: np.stack([v.embedding(m).vector for v in wholes]) for m in ("ecapa", "campplus")}
+    naive = sum(np.einsum("ij,ij->i", v[i], v[j]) for v in whole.values()) / len(whole)
+    usable = [n for n, k in enumerate(files) if None in embedded.results[k].voiceprints]
+    position = np.full(len(files), -1)
+    position[usable] = np.arange(len(usable))
+    scorable = (position[i] >= 0) & (position[j] >= 0)
+    voiceprints = [embedded.results[files[n]].voiceprints[None] for n in usable]
+    llr = np.zeros(len(i))
+    pairs = np.stack([position[i[scorable]], position[j[scorable]]], axis=1).astype(np.int64)
+    llr[scorable] = profile.pair_llrs(voiceprints, voiceprints, pairs)
+    target = speakers[i] == speakers[j]
+    rng = np.random.default_rng(seed)
+    n_speakers = len(index)
+    gaps = []
+    for _ in range(rounds):
+        count = np.bincount(rng.integers(0, n_speakers, n_speakers), minlength=n_speakers).astype(float)
+        weights = count[speaker_id[i]] * count[speaker_id[j]]
+        gaps.append(_step_eer(llr, target, weights) - _step_eer(naive, target, weights))
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return float(low), float(high)
+
+
 @dataclass
 class Results:
     by_channel: dict[Channel, list[EmbeddedSet]]
@@ -271,6 +321,7 @@ class Results:
     passphrase: dict[Channel, list[Row]]  # text-dependent trials: default (held out), passphrase (in-domain)
     shipped: dict[str, CalibrationProfile]
     naive: dict[tuple[Channel, str], float]
+    naive_gap: dict[tuple[Channel, str], tuple[float, float]]  # default − naive EER, 95 % interval
 
 
 def embed_sets(
@@ -300,7 +351,7 @@ def _passphrase_rows(
     fitted speaker-disjoint (one half of the speakers' passphrase trials scores the other half)."""
     rows = []
     passphrase = System("passphrase", "passphrase profile (in-domain)", default.model_ids, True)
-    for target in (s for s in by_channel[channel] if is_short(s)):
+    for target in (s for s in by_channel[channel] if s.short):
         others = fitting_sets(by_channel, channel, target)
         profile = _fit(others, default, channel, f"held-out-{target.name}")
         trials = passphrase_trials(target).scored(profile)
@@ -332,7 +383,7 @@ def _native_8k(embedded: EmbeddedSet) -> bool:
 
 def run(speech: Path, settings: Settings, cache: Path, jobs: int) -> Results:
     by_channel = embed_sets(speech, settings, cache, jobs)
-    out = Results(by_channel, {}, {}, {}, {}, {}, {})
+    out = Results(by_channel, {}, {}, {}, {}, {}, {}, {})
     for channel, embedded in by_channel.items():
         out.held_out[channel], out.fitted_all[channel], out.in_domain[channel] = [], [], []
         for target in embedded:
@@ -343,6 +394,8 @@ def run(speech: Path, settings: Settings, cache: Path, jobs: int) -> Results:
                 others = fitting_sets(by_channel, channel, target)
                 profile = _fit(others, system, channel, f"held-out-{target.name}")
                 out.held_out[channel].append(evaluate_set(profile, target, system))
+                if system.key == DEFAULT:
+                    out.naive_gap[(channel, target.name)] = naive_gap(profile, target)
             full = _fit(fitting_sets(by_channel, channel), system, channel, channel.value)
             out.fitted_all[channel].extend(evaluate_set(full, target, system) for target in embedded)
             for suffix, key in SHIPPED.items():
@@ -359,7 +412,7 @@ def run(speech: Path, settings: Settings, cache: Path, jobs: int) -> Results:
             print(f"{channel.value} {system.label}: {time.monotonic() - started:.0f} s", file=sys.stderr)
         default = next(s for s in SYSTEMS if s.key == DEFAULT)
         out.passphrase[channel] = _passphrase_rows(by_channel, channel, default)
-        short = [s for s in fitting_sets(by_channel, channel) if is_short(s)]
+        short = [s for s in fitting_sets(by_channel, channel) if s.short]
         if short:
             passphrase = System("passphrase", "passphrase", default.model_ids, True)
             profile = _fit(
@@ -415,6 +468,9 @@ def _band_table(rows: list[Row]) -> list[str]:
     for r in rows:
         for band, trials in r.bands.items():
             lines.append(table_row([r.set_name, r.system.label, band_label(band), *_cells(trials)]))
+        for size, trials in r.calls.items():
+            speech = f"calls of {size} clips ({np.median(trials.test_s):.1f} s)"
+            lines.append(table_row([r.set_name, r.system.label, speech, *_cells(trials)]))
     return lines
 
 
@@ -448,7 +504,9 @@ def render(results: Results) -> str:
         "  calibrated LLRs, **minCllr** what perfect calibration would give. Verdict rates: `verified` given to",
         "  non-target trials (FA), `not_verified` (or refused) given to target trials (FR), `not_sure` for each.",
         "- **Naive fusion**: the mean of the raw ECAPA and CAM++ cosines of the *whole* recordings (no VAD), the",
-        "  baseline a short-speech engine has to beat.",
+        "  baseline a short-speech engine has to beat. **default − naive, 95 %**: the interval of the EER",
+        "  difference when the set's speakers are resampled with replacement (200 rounds, step-curve EER): an",
+        "  interval that holds 0 is no evidence either way.",
         "",
         "Verdict thresholds are fitted for two operating points on *every* fitting set (and, duration-aware, every",
         "speech band), each set scored both by the profile and by one fitted on the other sets: `verified` at",
@@ -462,8 +520,8 @@ def render(results: Results) -> str:
         "",
         f"The shipped default engine is {default.label}. Each row: the same trials (every pair of whole recordings), held-out profiles.",
         "",
-        "| channel | set | ECAPA EER % | naive fusion EER % | default EER % | default Cllr | refused % | default `verified` FA % | default `not_verified` FR % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| channel | set | ECAPA EER % | naive fusion EER % | default EER % | default − naive, 95 % | default Cllr | refused % | default `verified` FA % | default `not_verified` FR % |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
         rows = {(r.set_name, r.system.key): r for r in results.held_out[channel]}
@@ -477,6 +535,7 @@ def render(results: Results) -> str:
                         pct(e.metrics.eer),
                         pct(results.naive[(channel, embedded.name)]),
                         pct(d.metrics.eer),
+                        "{:+.2f} … {:+.2f}".format(*(100 * x for x in results.naive_gap[(channel, embedded.name)])),
                         f"{d.metrics.cllr:.3f}",
                         pct(d.full.refused / len(d.full.verdicts)),
                         pct(d.rates.false_accept),
@@ -489,7 +548,11 @@ def render(results: Results) -> str:
         "## Short speech: the default engine by test-speech band (held out)",
         "",
         "Every trial of each band counted, refused ones included. `< 1.5 s` holds the recordings that are that",
-        "short as recorded (and the trials refused for too little speech).",
+        "short as recorded (and the trials refused for too little speech). *Calls of k clips*, for the sets of",
+        "short clips: k consecutive recordings of a speaker pooled into one voiceprint (as a live stream pools",
+        "what a caller says), every pair of calls a trial (speech: the median test side). Two callers saying the",
+        "same few words at length: these are not in the bands above, and no fitting set but the other short",
+        "ones holds such trials.",
         "",
     ]
     for channel in (Channel.WIDEBAND, Channel.TELEPHONE):
@@ -558,6 +621,17 @@ def render(results: Results) -> str:
     return "\n".join(out)
 
 
+def _as_shipped(fitted: CalibrationProfile) -> CalibrationProfile:
+    """The shipped profile itself when ``fitted`` differs from it only in its creation time, so that a
+    rerun on the same embeddings reports (and, with --write-profiles, writes) the hashes already shipped."""
+    try:
+        shipped = shipped_profile(fitted.name)
+    except ProfileError:
+        return fitted
+    same = replace(fitted, created=shipped.created).content_hash == shipped.content_hash
+    return shipped if same else fitted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -573,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"accuracy: no speech folder at {args.speech}", file=sys.stderr)
         return 1
     results = run(args.speech, Settings(), args.cache, args.jobs)
+    results.shipped = {name: _as_shipped(profile) for name, profile in results.shipped.items()}
     if args.write_profiles:
         for name, profile in results.shipped.items():
             profile.save(REPO / "voxgate" / "profiles" / f"{name}.json")
