@@ -8,7 +8,9 @@ its streams shown ended within a few seconds, and nothing stored before the kill
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid as uuid_module
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,12 @@ import pytest
 
 from tests.api.test_end_to_end import _pcm, _speech
 from tests.api.test_webhooks import Receiver, receiver  # noqa: F401  (a fixture)
+from tests.api.test_websocket import client as ws_client
+from tests.api.test_websocket import payloads
 from tests.nodes import Node, cluster_env, start_node
 from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer
+from voxgate.audio.g711 import ulaw_encode_float
 
 PASSWORD = "cluster-test-password"
 
@@ -112,6 +117,36 @@ def test_a_stream_on_node_1_is_listed_fed_enrolled_and_verified_through_node_2(
         assert one.post("/api/v2/verify", json={"uuid": same, "external_id": "customer-a"}).status_code == 404
         for uuid in (enrolling, other):
             assert two.delete(f"/api/v2/stream/HTTP/{uuid}").status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_a_websocket_stream_on_node_1_is_verified_through_node_2(
+    nodes: list[Node], speech_dir: Path
+) -> None:
+    """HAProxy cannot stick a WebSocket stream's polls to its owner (the uuid is inside the connection):
+    any node answers them, forwarded."""
+    with client(nodes[0]) as one:
+        token = one.headers["Authorization"]
+    stream_uuid, stream_sid = str(uuid_module.uuid4()), "MZ" + uuid_module.uuid4().hex
+    frames = payloads(ulaw_encode_float(_speech(speech_dir, "3080", slice(3, 5))))
+    url = nodes[0].url.replace("http://", "ws://") + "/ws"
+    async with (
+        ws_client(url, {"Authorization": token}) as ws,
+        httpx.AsyncClient(base_url=nodes[1].url, headers={"Authorization": token}, timeout=60) as two,
+    ):
+        await ws.handshake()
+        assert (await ws.start(stream_sid, stream_uuid))["status"] == 201
+        for frame in frames:
+            await ws.media(stream_sid, frame)
+        deadline = time.monotonic() + 60
+        while True:
+            polled = await two.post("/api/v2/verify", json={"uuid": stream_uuid, "external_id": "customer-a"})
+            assert polled.status_code == 200 and polled.headers["X-Voxgate-Node"] == "node-1", polled.text
+            if polled.json()["result"] == "verified":
+                break
+            assert time.monotonic() < deadline, polled.text
+            await asyncio.sleep(0.5)
+        assert (await ws.stop(stream_sid))["status"] == 204  # stopped
 
 
 def test_a_webhook_subscribed_on_node_2_is_sent_once_a_tick_by_the_streams_owner(
@@ -253,6 +288,23 @@ def _stops(http: httpx.Client, uuid: str) -> list[dict[str, Any]]:
         "/api/v2/logging", params={"type": "stream_stop", "stream": uuid}
     ).json()["events"]
     return events
+
+
+def test_failed_logins_are_counted_across_nodes(nodes: list[Node]) -> None:
+    """Five free failures per client address (the policy), wherever they land; the sixth is blocked."""
+    for attempt in range(5):
+        node = nodes[attempt % 2]
+        wrong = httpx.post(f"{node.url}/rest-auth/login/", json={"username": "mallory", "password": "guess"})
+        assert wrong.status_code == 400, wrong.text
+    blocked = httpx.post(f"{nodes[0].url}/rest-auth/login/", json={"username": "admin", "password": PASSWORD})
+    assert blocked.status_code == 429, "five failures on two nodes count as five"
+    time.sleep(int(blocked.headers["Retry-After"]))
+    assert (
+        httpx.post(  # a success clears the address again (for later tests)
+            f"{nodes[1].url}/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.slow
