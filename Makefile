@@ -28,6 +28,7 @@ lint: setup
 # PostgreSQL and Redis (Debian packages) for the store and cluster tests; a no-op once installed
 cluster-tools:
 	bash scripts/cluster-tools.sh postgresql redis-server
+	bash scripts/cluster-tools.sh haproxy kamailio sipp
 
 unit: models cluster-tools
 	$(BIN)/python -m pytest

@@ -27,8 +27,10 @@ import httpx
 from redis.exceptions import RedisError
 
 from voxgate.errors import ServiceError
+from voxgate.service import telephony
 from voxgate.service.shared import NodeInfo, SharedState, Signal, StreamEntry
 from voxgate.store import cache, events, subscriptions
+from voxgate.store import pbx as pbx_store
 from voxgate.streams import StreamSession
 from voxgate.streams.registry import parse_uuid
 
@@ -195,6 +197,16 @@ class Cluster:
                 await registry.close_all("force_off")
         elif signal is Signal.RESTORED:
             cache.clear_all()
+            await self._reconcile_pbx()
+        elif signal is Signal.PBX:
+            await self._reconcile_pbx()
+
+    async def _reconcile_pbx(self) -> None:
+        """Run the PBX instances the store says are started, and no other."""
+        instances = self.runtime.pbx_instances
+        if instances is not None and self.runtime.telephony:  # with --workers: worker 0's
+            records = await pbx_store.list_all(self.runtime.store.sessions)
+            await telephony.reconcile(instances, records, self.runtime.settings)
 
     # -- stream entries ------------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class Signal(StrEnum):
     UNLOCK = "unlock"
     FORCE_OFF = "force_off"  # close every live stream now
     RESTORED = "restored"  # a backup replaced the store: forget cached reads
+    PBX = "pbx"  # a PBX instance was started, stopped or removed: run the started ones the store holds
 
 
 SignalListener = Callable[[Signal], Awaitable[None]]

@@ -41,6 +41,7 @@ from voxgate.streams.registry import info_matches, parse_uuid
 
 log = logging.getLogger(__name__)
 
+
 router = APIRouter(tags=["streams"])
 
 MIN_FREQUENCY_HZ = 8000
