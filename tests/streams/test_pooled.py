@@ -1,0 +1,57 @@
+"""An utterance's voiceprint from the stream's pooled sums: what was embedded between two moments, no audio
+kept and nothing embedded twice (the voice-bot operations count utterances this way)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxgate.biometrics.engine import Biometrics
+from voxgate.errors import InsufficientSpeech
+from voxgate.streams.session import StreamSession, StreamType
+from voxgate.streams.stages import EMPTY
+
+ARABIC = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech" / "arabic_commands_3s"
+PAUSE = np.zeros(16000, dtype=np.float32)  # 1 s: the speaker finished
+
+
+@pytest.fixture(scope="module")
+def biometrics(model_dir: Path, speech_dir: Path) -> Biometrics:
+    return Biometrics(model_dir, ["ecapa", "campplus"])
+
+
+def clip(speaker: str, index: int) -> np.ndarray:
+    samples, rate = sf.read(sorted((ARABIC / speaker).glob("*.flac"))[index], dtype="float32")
+    assert rate == 16000
+    return np.asarray(samples, dtype=np.float32)
+
+
+def test_the_difference_of_two_moments_is_the_speech_between(biometrics: Biometrics) -> None:
+    first, second = clip("00000003", 0), clip("00000005", 0)
+    stream = StreamSession("s", StreamType.HTTP, 16000, {}, biometrics)
+    stream.push(np.concatenate([first, PAUSE]))
+    stream.pipeline.settle_inline(force=True)
+    after_first = stream.pipeline.pooled()
+    assert stream.pipeline.silence_s >= 0.9  # the pause, in analysed audio
+    stream.push(np.concatenate([second, PAUSE]))
+    stream.pipeline.settle_inline(force=True)
+    between = stream.pipeline.pooled() - after_first
+
+    alone = StreamSession("t", StreamType.HTTP, 16000, {}, biometrics)
+    alone.push(np.concatenate([second, PAUSE]))
+    alone.pipeline.settle_inline(force=True)
+    expected = alone.voiceprint()
+    got = stream.pipeline.voiceprint_of(between)
+    assert got.speech_s == pytest.approx(expected.speech_s, abs=0.1)
+    for model_id, embedding in expected.embeddings.items():
+        assert float(np.dot(embedding.vector, got.embeddings[model_id].vector)) > 0.98, model_id
+    both = stream.pipeline.voiceprint_of(after_first + between)  # sums add up to the whole
+    assert both.speech_s == pytest.approx(stream.speech_s)
+    whole = stream.voiceprint()
+    for model_id, embedding in whole.embeddings.items():
+        assert float(np.dot(embedding.vector, both.embeddings[model_id].vector)) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(InsufficientSpeech):
+        stream.pipeline.voiceprint_of(EMPTY)
