@@ -37,6 +37,10 @@ class BotChannel:
                 wire.CONNECTION_ERROR, "bot operations are not running (starting or stopping)", None
             )
             return
+        if not await self.connection.token_valid():
+            detail = "the connection's token was revoked or has expired: reconnect with a valid token"
+            await self._refuse(wire.UNAUTHORIZED, detail, None)
+            return
         if self._session is None:
             self._session = BotSession(bots, self._send_later)
         try:

@@ -356,6 +356,11 @@ class Connection:
     async def refuse(self, reply: wire.StreamReply) -> None:
         await self._refuse(reply)
 
+    async def token_valid(self) -> bool:
+        """The connection's token still opens things (a revoked one opens no stream and runs no bot
+        operation)."""
+        return await accounts.user_for_token(self.runtime.store.sessions, self._token) is not None
+
     async def _refuse(self, reply: wire.StreamReply) -> None:
         """An error reply, and an error event like every refused REST request."""
         self._send(reply)
