@@ -278,6 +278,23 @@ async def test_explicit_end_of_utterance_and_bad_activities(
         assert [r["accepted"] for r in interim] == [False, True], interim
         assert "each needs 1 s" in interim[0]["reason"]
 
+        await bot.send(
+            activity(
+                "speakerVerificationEnroll",
+                speakerVerificationSpeakerId="eou-2",
+                speakerVerificationTimeout=1,
+            )
+        )
+        late = await bot.event()
+        assert late["value"]["success"] is False and "timed out after 1 s" in late["value"]["reasonText"], (
+            late
+        )
+        await bot.send(activity("speakerVerificationEnroll", speakerVerificationSpeakerId="eou-2"))
+        await bot.send({"event": "stop", "streamSid": bot.sid})
+        ended = await bot.event()
+        assert ended["name"] == "speakerVerificationEnrollCompleted" and ended["streamSid"] == bot.sid, ended
+        assert ended["value"]["success"] is False and "the call ended" in ended["value"]["reasonText"], ended
+
 
 # -- a gateway over REST ---------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class BotChannel:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._session: BotSession | None = None
+        self._sids: dict[str, str] = {}  # stream uuid → streamSid, of the streams its activities named
 
     async def handle(self, message: wire.BotMessage) -> None:
         bots = self.connection.runtime.bots
@@ -55,8 +56,10 @@ class BotChannel:
                     wire.NOT_FOUND if activity.stream_sid else wire.BAD_REQUEST, problem, activity
                 )
                 continue
-            if feeder is not None and activity.name in AFTER_AUDIO:
-                await feeder.drain()
+            if feeder is not None:
+                self._sids[feeder.uuid] = feeder.sid
+                if activity.name in AFTER_AUDIO:
+                    await feeder.drain()
             try:
                 answers = await self._session.handle(activity, feeder.session if feeder is not None else None)
             except ActivityError as exc:
@@ -78,12 +81,8 @@ class BotChannel:
         return (next(iter(streams.values())) if streams else None), None
 
     def _sid_of(self, stream: StreamSession | None) -> str | None:
-        if stream is None:
-            return None
-        for sid, feeder in self.connection.streams.items():
-            if feeder.session is stream:
-                return sid
-        return None
+        """The streamSid an event is about (remembered: the stream may have stopped since)."""
+        return None if stream is None else self._sids.get(stream.uuid)
 
     async def _send_later(self, event: act.Event, stream: StreamSession | None) -> None:
         self._send(event, self._sid_of(stream))

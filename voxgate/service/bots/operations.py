@@ -205,7 +205,6 @@ class Operation:
         self._wake = asyncio.Event()
         self._mark: Pooled = EMPTY
         self._heard_mark = 0.0
-        self._cap: float | None = None
         self._started = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -214,7 +213,7 @@ class Operation:
         """From now on the stream's speech is this operation's: what came before is embedded first (and
         left out). The stream's voiceprint cap is lifted meanwhile (a long call may have reached it)."""
         pipeline = self.stream.pipeline
-        self._cap, pipeline.max_speech_s = pipeline.max_speech_s, None
+        pipeline.max_speech_s = None
         await self.stream.settle(force=True)
         self._mark, self._heard_mark = pipeline.pooled(), pipeline.heard_speech_s
         self._started = time.monotonic()
@@ -239,8 +238,8 @@ class Operation:
             await self._complete_failed(f"the operation failed: {exc}")
         finally:
             self.done = True
-            if not self.stream.closed:
-                self.stream.pipeline.max_speech_s = self._cap
+            if not self.stream.closed:  # the stream's own cap again (the server's setting)
+                self.stream.pipeline.max_speech_s = self.runtime.settings.stream_max_speech_s
 
     async def _loop(self) -> None:
         deadline = self._started + self.plan.timeout_s

@@ -199,8 +199,12 @@ class BotSessions:
         return running if running is not None and not running.done else None
 
     async def start(self, operation: ops.Operation) -> None:
-        await operation.begin()
-        self._operations[operation.stream.uuid] = operation
+        self._operations[operation.stream.uuid] = operation  # before any await: one per stream
+        try:
+            await operation.begin()
+        except BaseException:
+            self._operations.pop(operation.stream.uuid, None)
+            raise
         task = asyncio.create_task(operation.run(), name=f"bot-{operation.kind}-{operation.stream.uuid}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
