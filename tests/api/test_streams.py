@@ -116,6 +116,9 @@ async def test_defaults_and_bad_input(client: httpx.AsyncClient, auth: dict[str,
         {"frequency": 48001},
         {"info": {"nested": {"a": 1}}},
         {"info": []},
+        {"channels": 0},
+        {"channels": 33},
+        {"channels": 2, "channel": -1},
     ]
     for body in bodies:
         response = await client.post("/api/v2/stream/HTTP", json=body, headers=auth)
@@ -158,6 +161,63 @@ async def test_a_sample_split_between_requests_is_joined(
     assert second.json()["duration_s"] == pytest.approx(2 / 8000)
     empty = await client.post(f"/api/v2/stream/HTTP/data/{stream}", content=b"", headers=auth)
     assert empty.status_code == 200 and empty.json()["received_bytes"] == 0
+
+
+def interleaved(*channels: bytes) -> bytes:
+    """s16le mono signals as one stream of interleaved frames, as long as the shortest."""
+    frames = min(len(c) for c in channels) // 2
+    columns = [np.frombuffer(c, dtype="<i2")[:frames] for c in channels]
+    return np.stack(columns, axis=1).astype("<i2").tobytes()  # (frames, channels), row by row
+
+
+@pytest.mark.asyncio
+async def test_stereo_is_refused_unless_a_channel_is_named(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    for body, says in (
+        (
+            {"channels": 2},
+            "the stream has 2 channels; one speaker is analysed: name the channel to use (0..1)",
+        ),
+        ({"channels": 2, "channel": 2}, "channel 2 does not exist (valid: 0..1)"),
+        ({"channel": 1}, "channel 1 does not exist (valid: 0..0)"),
+    ):
+        response = await client.post("/api/v2/stream/HTTP", json=body, headers=auth)
+        assert response.status_code == 400 and says in response.json()["detail"], (body, response.text)
+    assert (await client.get("/api/v2/streams", headers=auth)).json()["streams"] == []
+    assert await open_stream(client, auth, channels=1, channel=0)
+
+
+@pytest.mark.asyncio
+async def test_a_stereo_stream_analyses_the_named_channel_only(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    """The customer on the left, another speaker on the right: each channel is its own voice."""
+    left, right = pcm_8k("3005", slice(0, 7)), pcm_8k("1688", slice(0, 5))  # 49 s and 40 s
+    stereo = interleaved(left, right)
+    streams = {}
+    for channel in (0, 1):
+        streams[channel] = await open_stream(client, auth, channels=2, channel=channel)
+        sent = await client.post(
+            f"/api/v2/stream/HTTP/data/{streams[channel]}", content=odd_chunks(stereo, channel), headers=auth
+        )
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["duration_s"] == pytest.approx(
+            len(stereo) / 4 / 8000, abs=1e-3
+        )  # frames, not samples
+    enrolled = await client.post(
+        "/api/v2/enroll", json={"uuid": streams[0], "external_id": "left"}, headers=auth
+    )
+    assert enrolled.status_code == 201, enrolled.text
+
+    async def verdict(channel: int) -> str:
+        body = {"uuid": streams[channel], "external_id": "left"}
+        response = await client.post("/api/v2/verify", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        return str(response.json()["result"])
+
+    assert await verdict(0) == "verified"
+    assert await verdict(1) == "not_verified", "the right channel is another speaker, not a mix of both"
 
 
 @pytest.mark.asyncio

@@ -557,6 +557,9 @@ async def test_error_replies(main: Server) -> None:
         wideband = start_message(sid(), new_uuid())
         wideband["start"]["mediaFormat"] = {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1}
         await refused(wideband)(415, "Unsupported media format")
+        stereo = start_message(sid(), new_uuid())
+        stereo["start"]["mediaFormat"] = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 2}
+        await refused(stereo)(415, "Unsupported media format", "2 channel")
         bad_payload = {"event": "media", "media": {"payload": "not base64!"}, "streamSid": a_sid}
         await refused(bad_payload)(400, "media.payload")
         await refused("{not json")(400, "not JSON")

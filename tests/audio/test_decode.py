@@ -285,7 +285,7 @@ def test_stereo_needs_a_channel_and_gets_the_right_one(wideband: Source) -> None
     stereo = np.stack([other.samples[:count], wideband.samples[:count]], axis=1)
     for fmt, subtype in (("WAV", "PCM_16"), ("FLAC", "PCM_16")):
         data = write_soundfile(stereo, wideband.rate_hz, fmt, subtype)
-        with pytest.raises(MultiChannelAudio, match=r"has 2 channels; one speaker per recording.*\(0\.\.1\)"):
+        with pytest.raises(MultiChannelAudio, match=r"has 2 channels; one speaker is analysed.*\(0\.\.1\)"):
             decode_bytes(data, limits=LIMITS)
         audio = decode_bytes(data, limits=LIMITS, channel=1)
         assert audio.channels_in_source == 2

@@ -1,4 +1,5 @@
-"""Raw s16le frames: exact scaling, odd byte counts, and chunking that splits samples anywhere."""
+"""Raw s16le frames: exact scaling, odd byte counts, chunking that splits samples and frames anywhere, and
+the one channel taken of interleaved ones."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from numpy.typing import NDArray
 
 from voxgate.audio import FrameBuffer, float_to_pcm16, pcm16_from_bytes, pcm16_to_float
-from voxgate.errors import CorruptAudio
+from voxgate.audio.frames import pick_channel
+from voxgate.errors import CorruptAudio, MultiChannelAudio
 
 SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech"
 
@@ -40,21 +43,57 @@ def test_odd_byte_count_is_corrupt() -> None:
     assert pcm16_from_bytes(b"").size == 0
 
 
-def test_frame_buffer_reassembles_samples_split_anywhere(speech_pcm16_bytes: bytes) -> None:
+def pushed_in_pieces(buffer: FrameBuffer, data: bytes, frame_bytes: int) -> NDArray[np.float32]:
+    """Everything ``buffer`` makes of ``data`` pushed in pieces that split samples and frames anywhere."""
     rng = np.random.default_rng(7)
-    buffer = FrameBuffer()
     pieces = []
     position = 0
-    while position < len(speech_pcm16_bytes):
+    while position < len(data):
         size = int(rng.choice([0, 1, 2, 3, 159, 160, 161, 1001]))
-        chunk = speech_pcm16_bytes[position : position + size]
         position += size
-        out = buffer.push(chunk)
+        out = buffer.push(data[position - size : position])
         assert out.dtype == np.float32
         pieces.append(out)
-        assert buffer.pending_bytes == position % 2 or position >= len(speech_pcm16_bytes)
+        assert buffer.pending_bytes == position % frame_bytes or position >= len(data)
     buffer.close()
-    assert np.array_equal(np.concatenate(pieces), pcm16_from_bytes(speech_pcm16_bytes))
+    return np.concatenate(pieces)
+
+
+def test_frame_buffer_reassembles_samples_split_anywhere(speech_pcm16_bytes: bytes) -> None:
+    out = pushed_in_pieces(FrameBuffer(), speech_pcm16_bytes, 2)
+    assert np.array_equal(out, pcm16_from_bytes(speech_pcm16_bytes))
+
+
+def test_frame_buffer_takes_one_channel_of_interleaved_frames(speech_pcm16_bytes: bytes) -> None:
+    speech = np.frombuffer(speech_pcm16_bytes, dtype="<i2")
+    other = speech[::-1]  # another signal on the other channel
+    stereo = np.stack([other, speech], axis=1).astype("<i2").tobytes()  # (frames, 2), interleaved
+    for channel, expected in ((1, speech), (0, other)):
+        out = pushed_in_pieces(FrameBuffer(channels=2, channel=channel), stereo, 4)
+        assert np.array_equal(out, pcm16_to_float(expected)), channel
+    three = np.stack([other, other, speech], axis=1).astype("<i2").tobytes()
+    assert np.array_equal(pushed_in_pieces(FrameBuffer(3, 2), three, 6), pcm16_to_float(speech))
+
+
+def test_frame_buffer_close_reports_a_partial_frame() -> None:
+    buffer = FrameBuffer(channels=2, channel=1)
+    assert buffer.push(b"\x01\x02\x03\x04\x05").tolist() == [0x0403 / 32768]
+    assert buffer.pending_bytes == 1
+    with pytest.raises(CorruptAudio, match=r"middle of a frame of 2 16-bit samples \(1 byte left over\)"):
+        buffer.close()
+    with pytest.raises(ValueError, match="channel 2 of 2"):
+        FrameBuffer(channels=2, channel=2)
+
+
+def test_pick_channel_never_guesses() -> None:
+    assert pick_channel(1, None, "call.raw") == 0
+    assert pick_channel(2, 1, "call.raw") == 1
+    with pytest.raises(MultiChannelAudio, match=r"call.raw has 2 channels; .* name the channel .*\(0\.\.1\)"):
+        pick_channel(2, None, "call.raw")
+    with pytest.raises(MultiChannelAudio, match=r"channel 2 does not exist \(valid: 0\.\.1\)"):
+        pick_channel(2, 2, "call.raw")
+    with pytest.raises(CorruptAudio, match="declares 0 channels"):
+        pick_channel(0, None, "call.raw")
 
 
 def test_frame_buffer_keeps_an_odd_byte_for_the_next_chunk() -> None:

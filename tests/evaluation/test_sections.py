@@ -111,7 +111,7 @@ def test_the_generators_keep_the_notes_written_in_docs_accuracy_md() -> None:
         return {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
 
     by_channel: dict[Channel, list[EmbeddedSet]] = {Channel.WIDEBAND: [], Channel.TELEPHONE: []}
-    report = accuracy.render(accuracy.Results(by_channel, empty(), empty(), empty(), empty(), {}, {}))
+    report = accuracy.render(accuracy.Results(by_channel, empty(), empty(), empty(), empty(), {}, {}, {}))
     assert notes(report) == {(accuracy.SUMMARY, 0): NOTES_PLACEHOLDER}
     rewritten = carry_notes(document, keep_foreign(document, report))
     assert notes(rewritten) == written

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from voxgate.biometrics.engine import Biometrics
-from voxgate.errors import ModelNotPrepared
+from voxgate.errors import ModelNotPrepared, MultiChannelAudio
 from voxgate.streams import (
     StreamCapacity,
     StreamClosed,
@@ -76,6 +76,19 @@ async def test_create_get_find_close(vad_only: Biometrics) -> None:
     assert await registry.close_all("force_off") == 2
     assert len(registry) == 0 and registry.max_at_once == 3
     assert sorted(log.stopped[1:]) == sorted([(b.uuid, "force_off"), (c.uuid, "force_off")])
+
+
+@pytest.mark.asyncio
+async def test_a_multi_channel_stream_needs_its_channel_named(vad_only: Biometrics) -> None:
+    registry = StreamRegistry(vad_only)
+    with pytest.raises(MultiChannelAudio, match=r"the stream has 2 channels; .* name the channel"):
+        await registry.create(StreamType.HTTP, 8000, channels=2)
+    assert len(registry) == 0, "nothing opened"
+    session = await registry.create(StreamType.HTTP, 8000, channels=2, channel=1)
+    frames = np.array([[1000, -7]] * 80, dtype="<i2").tobytes()  # (frames, channels), interleaved
+    session.push_pcm16(frames[:5])  # a frame split between pushes
+    session.push_pcm16(frames[5:])
+    assert session.duration_s == pytest.approx(80 / 8000), "frames, not samples"
 
 
 @pytest.mark.asyncio

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from voxgate import __version__
 from voxgate.api import errors
+from voxgate.api.aliases import PathAliases
 from voxgate.api.limits import OVERHEAD_BYTES, Limits, RequestLimits
 from voxgate.api.monitoring import RequestMetrics
 from voxgate.api.routers import ROUTERS, metrics, websocket
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestLimits, limits=body_limits(settings))
-    app.add_middleware(RequestMetrics)  # outermost: counts what the limits refuse too
+    app.add_middleware(RequestMetrics)  # counts what the limits refuse too
+    app.add_middleware(PathAliases)  # outermost: an alias is its original for everything inside
     for router in ROUTERS:
         app.include_router(router)
 

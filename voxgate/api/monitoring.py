@@ -55,7 +55,8 @@ def _templates(routes: Iterable[Any]) -> Iterator[tuple[re.Pattern[str], str]]:
 
 
 class RequestMetrics:
-    """Outermost of voxgate's middlewares, so requests refused by the others are counted too."""
+    """Outside the request limits, so requests they refuse are counted too (inside the path aliases, so
+    an alias counts as its original)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

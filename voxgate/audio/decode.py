@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 from numpy.typing import NDArray
 
+from voxgate.audio.frames import pick_channel
 from voxgate.audio.types import Audio, AudioLimits
 from voxgate.errors import (
     AudioError,
@@ -32,7 +33,6 @@ from voxgate.errors import (
     BadSampleRate,
     CorruptAudio,
     EmptyAudio,
-    MultiChannelAudio,
     UnsupportedAudio,
 )
 
@@ -125,7 +125,7 @@ def _decode_soundfile(
     container, codec = str(sound_file.format), str(sound_file.subtype)
     rate_hz, channels = int(sound_file.samplerate), int(sound_file.channels)
     _check_rate(rate_hz, limits, name)
-    column = _pick_channel(channels, channel, name)
+    column = pick_channel(channels, channel, name)
     declared_frames = int(sound_file.frames)
     if declared_frames >= _UNKNOWN_FRAMES:
         declared_frames = 0
@@ -206,7 +206,7 @@ def _decode_ffmpeg(
         if context.sample_rate:
             _check_rate(int(context.sample_rate), limits, name)
         if context.channels:
-            _pick_channel(int(context.channels), channel, name)
+            pick_channel(int(context.channels), channel, name)
         declared_s = _ffmpeg_declared_s(container, stream)
         if declared_s > limits.max_duration_s:
             raise AudioTooLong(_too_long_message(name, declared_s, limits, "declares"))
@@ -221,7 +221,7 @@ def _decode_ffmpeg(
                     if not blocks:
                         rate_hz, channels = frame_rate_hz, frame_channels
                         _check_rate(rate_hz, limits, name)
-                        column = _pick_channel(channels, channel, name)
+                        column = pick_channel(channels, channel, name)
                     elif (frame_rate_hz, frame_channels) != (rate_hz, channels):
                         raise UnsupportedAudio(
                             f"{name}: the {codec} stream changes from {rate_hz} Hz x {channels} channels to "
@@ -455,24 +455,6 @@ def _check_rate(rate_hz: int, limits: AudioLimits, name: str) -> None:
             f"{name}: sample rate {rate_hz} Hz is outside the accepted "
             f"{limits.min_sample_rate_hz}..{limits.max_sample_rate_hz} Hz"
         )
-
-
-def _pick_channel(channels: int, channel: int | None, name: str) -> int:
-    if channels < 1:
-        raise CorruptAudio(f"{name}: the header declares {channels} channels")
-    if channel is None:
-        if channels == 1:
-            return 0
-        raise MultiChannelAudio(
-            f"{name} has {channels} channels; one speaker per recording: name the channel to use "
-            f"(0..{channels - 1})"
-        )
-    if not 0 <= channel < channels:
-        raise MultiChannelAudio(
-            f"{name} has {channels} channel{'s' if channels > 1 else ''}; channel {channel} does not exist "
-            f"(valid: 0..{channels - 1})"
-        )
-    return channel
 
 
 def _check_deadline(deadline: float, limits: AudioLimits, name: str) -> None:

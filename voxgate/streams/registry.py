@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
+from voxgate.audio.frames import pick_channel
 from voxgate.errors import ModelNotPrepared
 from voxgate.streams.session import (
     CHUNK_S,
@@ -160,8 +161,12 @@ class StreamRegistry:
         info: Mapping[str, InfoValue] | None = None,
         *,
         uuid: str | None = None,
+        channels: int = 1,
+        channel: int | None = None,
     ) -> StreamSession:
-        """Open a stream (a fresh uuid4 unless the door brings its own, as WebSocket does)."""
+        """Open a stream (a fresh uuid4 unless the door brings its own, as WebSocket does). Raw audio of
+        several interleaved channels needs the one to analyse named (MultiChannelAudio otherwise)."""
+        column = pick_channel(channels, channel, "the stream")
         if self.biometrics is None:
             raise ModelNotPrepared("the biometric models are not loaded: run `voxgate models prepare`")
         stream_uuid = parse_uuid(uuid) if uuid is not None else str(uuid_module.uuid4())
@@ -182,6 +187,8 @@ class StreamRegistry:
             submit=self.engine.submit if self.engine is not None else None,
             settle=self.engine.settle if self.engine is not None else None,
             max_backlog_s=self.engine.max_backlog_s if self.engine is not None else MAX_BACKLOG_S,
+            channels=channels,
+            channel=column,
         )
         self._streams[stream_uuid] = session
         self.max_at_once = max(self.max_at_once, len(self._streams))

@@ -109,6 +109,8 @@ class StreamSession:
         submit: Submit | None = None,
         settle: Settle | None = None,
         max_backlog_s: float = MAX_BACKLOG_S,
+        channels: int = 1,
+        channel: int = 0,
     ) -> None:
         self.pipeline = SpeechPipeline(
             uuid, sample_rate_hz, biometrics, chunk_s=chunk_s, max_speech_s=max_speech_s
@@ -131,7 +133,8 @@ class StreamSession:
         self.dropped_s = 0.0  # audio a door could not hold back and dropped (a feeder counts it), seconds
         self._submit = submit
         self._settle = settle
-        self._frames = FrameBuffer()
+        # raw bytes in: ``channel`` of ``channels`` interleaved is analysed (the HTTP door's; others mono)
+        self._frames = FrameBuffer(channels, channel)
 
     # -- what a listing shows ------------------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class StreamSession:
     # -- audio in, blocking (offline tools, tests): the stages inline, VAD one window at a time ---------
 
     def push_pcm16(self, data: bytes | bytearray | memoryview) -> None:
-        """Raw s16le mono bytes at the stream rate, split anywhere (an odd byte waits for the next push)."""
+        """Raw s16le bytes at the stream rate, split anywhere (part of a frame waits for the next push)."""
         self.push(self._frames.push(data))
 
     def push(self, samples: FloatArray) -> None:
@@ -229,7 +232,7 @@ class StreamSession:
     # -- audio in, from the event loop: queued for the engine (or pushed in a worker thread) ------------
 
     async def feed_pcm16(self, data: bytes | bytearray | memoryview) -> None:
-        """Raw s16le mono bytes at the stream rate (see :meth:`feed`)."""
+        """Raw s16le bytes at the stream rate, its channel taken (see :meth:`feed`)."""
         await self.feed(self._frames.push(data))
 
     async def feed(self, samples: FloatArray) -> None:

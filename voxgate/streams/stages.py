@@ -354,6 +354,14 @@ class SpeechPipeline:
         return self.max_speech_s is not None and self._speech_s >= self.max_speech_s
 
     @property
+    def _heard_enough(self) -> bool:
+        """``max_speech_s`` of net speech was heard: the last chunk is cut right there and later audio
+        is only counted. Waiting for the voiceprint itself to be full kept VAD running on the audio
+        behind a chunk in flight, and a chunk cut at a pause overshot the cap by up to a chunk
+        (together about 6 % more CPU per stream at the fastest profile's 30 s cap)."""
+        return self.max_speech_s is not None and self._heard_windows * WINDOW_S >= self.max_speech_s - 1e-9
+
+    @property
     def working(self) -> bool:
         """Audio is still being analysed (an idle timeout waits for it)."""
         return self.backlog_s > 0 or self._chunks_in_flight > 0
@@ -377,7 +385,7 @@ class SpeechPipeline:
         streams are time-aligned (sample-exact with a whole-recording resample), they only hold back their
         filter's lookahead (8 → 16 kHz: about 66 ms), so a VAD window waits for its 16 kHz twin."""
         self._received_samples += samples.size
-        if self.capped:
+        if self._heard_enough:
             return (
                 np.zeros((0, self._vad_width), dtype=np.float32),
                 np.zeros((0, WINDOW_SAMPLES), dtype=np.float32),
@@ -404,7 +412,10 @@ class SpeechPipeline:
         """One 16 kHz window and its speech probability (of its VAD-rate twin) in; a chunk (and its net
         speech, seconds) out when one is complete: at least ``chunk_s`` of net speech, cut where the caller
         pauses, or at twice ``chunk_s`` if they do not. Cut at a pause, a chunk never ends mid-word, and an
-        utterance of up to twice ``chunk_s`` is embedded whole, as the offline pass embeds it."""
+        utterance of up to twice ``chunk_s`` is embedded whole, as the offline pass embeds it. The last
+        chunk ends where the net speech reaches ``max_speech_s``, as the offline crop does."""
+        if self._heard_enough:
+            return None
         speech, speech_windows = self._gate.step(window.copy(), probability)
         for part in speech:
             self._pending.append(part)
@@ -413,6 +424,8 @@ class SpeechPipeline:
         self._heard_windows += speech_windows
         if speech_windows:
             self.last_speech_window = self._gate.seen
+        if self._heard_enough:
+            return self._cut() if self._pending_windows else None
         if self._pending_windows < self._chunk_windows:
             return None
         if self._gate.in_segment and self._pending_windows < 2 * self._chunk_windows:
@@ -422,8 +435,8 @@ class SpeechPipeline:
     def tail_due(self, force: bool = False) -> bool:
         """A tail is worth embedding now: at least ``TAIL_MIN_S`` of pending net speech, settled (the gate
         closed its segment) or ``force`` (then the open segment's speech the gate already released counts;
-        what it still holds back, an unconfirmed start or a hangover, does not). Never once capped."""
-        if self.capped or self._pending_windows < self._tail_windows:
+        what it still holds back, an unconfirmed start or a hangover, does not). Never once the cap was heard."""
+        if self._heard_enough or self._pending_windows < self._tail_windows:
             return False
         return force or not self._gate.in_segment
 

@@ -41,6 +41,7 @@ router = APIRouter(tags=["streams"])
 
 MIN_FREQUENCY_HZ = 8000
 MAX_FREQUENCY_HZ = 48000
+MAX_CHANNELS = 32
 # Bytes collected from the request body before they go to the stream's worker thread together: tiny
 # network chunks do not each pay a thread hop. 16 KiB = 1 s at 8 kHz.
 FEED_BYTES = 16 * 1024
@@ -61,8 +62,25 @@ class StreamOpenRequest(BaseModel):
         default=8000,
         ge=MIN_FREQUENCY_HZ,
         le=MAX_FREQUENCY_HZ,
-        description="Sample rate of the audio that will be sent, Hz (raw s16le mono).",
+        description="Sample rate of the audio that will be sent, Hz (raw s16le).",
         examples=[8000],
+    )
+    channels: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CHANNELS,
+        description="Channels of the audio that will be sent, interleaved (a frame holds one sample of each). "
+        "One speaker is analysed, so audio of several channels needs `channel`; without it the stream is "
+        "refused (400), never read as mono.",
+        examples=[1],
+    )
+    channel: int | None = Field(
+        default=None,
+        ge=0,
+        lt=MAX_CHANNELS,
+        description="The channel to analyse (0-based) when `channels` > 1, e.g. the customer's; the others "
+        "are discarded. As the `channel` of `POST /api/v2/import`.",
+        examples=[0],
     )
 
 
@@ -236,12 +254,16 @@ def _info(session: StreamSession) -> StreamInfo:
     status_code=201,
     response_model=StreamOpened,
     summary="Open an HTTP stream",
-    description="Opens a live stream for raw s16le mono audio at `frequency` Hz (default 8000). The body "
-    "is optional. A stream that receives no audio within `VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S` (5 s) of "
+    description="Opens a live stream for raw s16le audio at `frequency` Hz (default 8000), mono unless "
+    "`channels` says otherwise (then `channel` names the one to analyse). The body is optional. A stream that receives no audio within `VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S` (5 s) of "
     "opening closes by itself (`no_audio`), and so does one that then receives none for "
     "`VOXGATE_STREAM_IDLE_TIMEOUT_S` (10 s): send audio as soon as the stream is open.",
     dependencies=[Unlocked],
     responses={
+        400: error_response(
+            "`channels` > 1 without a `channel` to analyse, or a `channel` the audio does not have.",
+            "the stream has 2 channels; one speaker is analysed: name the channel to use (0..1)",
+        ),
         401: UNAUTHORIZED,
         423: LOCKED,
         503: error_response(
@@ -254,7 +276,9 @@ async def open_stream(
     user: User, runtime: RuntimeDep, body: Annotated[StreamOpenRequest | None, Body()] = None
 ) -> StreamOpened:
     body = body or StreamOpenRequest()
-    session = await runtime.streams.create(StreamType.HTTP, body.frequency, body.info or {})
+    session = await runtime.streams.create(
+        StreamType.HTTP, body.frequency, body.info or {}, channels=body.channels, channel=body.channel
+    )
     return StreamOpened(uuid=session.uuid)
 
 
@@ -262,9 +286,10 @@ async def open_stream(
     "/api/v2/stream/HTTP/data/{uuid}",
     response_model=StreamState,
     summary="Send audio to an HTTP stream",
-    description="The body is raw signed 16-bit little-endian mono PCM at the stream's frequency, of any "
-    "length: send it in one request, in many, or as one long chunked request that carries the call as it "
-    "happens. A sample split between chunks or requests is joined. Audio is processed as it arrives. At "
+    description="The body is raw signed 16-bit little-endian PCM at the stream's frequency (mono, or the "
+    "`channels` given at opening, interleaved), of any length: send it in one request, in many, or as one "
+    "long chunked request that carries the call as it happens. A sample or frame split between chunks or "
+    "requests is joined. Audio is processed as it arrives. At "
     "most `VOXGATE_MAX_STREAM_REQUEST_BYTES` (default 64 MiB) per request (413 beyond; what arrived before "
     "the limit is kept).",
     openapi_extra={

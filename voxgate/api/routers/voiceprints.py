@@ -269,7 +269,7 @@ async def verify(body: StreamAction, user: User, runtime: RuntimeDep) -> VerifyR
     responses={
         400: error_response(
             "A recording is corrupt, multi-channel, empty, or holds too little speech.",
-            "call.wav has 2 channels; one speaker per recording: name the channel to use (0..1)",
+            "call.wav has 2 channels; one speaker is analysed: name the channel to use (0..1)",
         ),
         401: UNAUTHORIZED,
         409: error_response(
