@@ -55,3 +55,20 @@ def test_the_difference_of_two_moments_is_the_speech_between(biometrics: Biometr
         assert float(np.dot(embedding.vector, both.embeddings[model_id].vector)) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(InsufficientSpeech):
         stream.pipeline.voiceprint_of(EMPTY)
+
+
+def test_a_bot_operation_lifts_the_cap_of_a_long_call(biometrics: Biometrics) -> None:
+    """A call whose voiceprint reached VOXGATE_STREAM_MAX_SPEECH_S analyses again while the cap is lifted
+    (what a bot operation does for its duration), and its utterance is cut as any other."""
+    stream = StreamSession("s", StreamType.HTTP, 16000, {}, biometrics, max_speech_s=3.0)
+    stream.push(np.concatenate([clip("00000003", 0), clip("00000003", 1), PAUSE]))
+    stream.pipeline.settle_inline(force=True)
+    heard = stream.heard_speech_s
+    stream.push(np.concatenate([clip("00000003", 2), PAUSE]))
+    assert stream.heard_speech_s == heard  # capped: counted, not analysed
+    stream.pipeline.max_speech_s = None
+    before = stream.pipeline.pooled()
+    stream.push(np.concatenate([clip("00000003", 3), PAUSE]))
+    stream.pipeline.settle_inline(force=True)
+    assert stream.heard_speech_s > heard and stream.pipeline.silence_s >= 0.9
+    assert (stream.pipeline.pooled() - before).speech_s > 1.0
