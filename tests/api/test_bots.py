@@ -400,6 +400,9 @@ async def test_text_independent_over_rest_and_a_webhook(
     async with rest(base, auth) as client:
         gateway = Gateway(client, 16000)
         await gateway.open()
+        for bad, named in (("ftp://bot.example.com/", "http://"), ("http://10.1.2.3/events", "public")):
+            refused = await client.put(f"/api/v2/bot/{gateway.uuid}/webhook", json={"webhook": bad})
+            assert refused.status_code == 400 and named in refused.json()["detail"], refused.text
         hook = await client.put(f"/api/v2/bot/{gateway.uuid}/webhook", json={"webhook": receiver.url})
         assert hook.status_code == 200, hook.text
         receiver.secret = hook.json()["secret"]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, Field
 
 from voxgate.api.deps import RuntimeDep, Unlocked, User
-from voxgate.api.errors import error_response
+from voxgate.api.errors import BadRequest, error_response
 from voxgate.api.schemas import LOCKED, STREAM_NOT_FOUND, UNAUTHORIZED, UUID_EXAMPLE
 from voxgate.errors import NotRunning
 from voxgate.service.bots import BotSession, BotSessions, Mailbox, parse
@@ -207,7 +207,10 @@ async def later_events(
 async def set_webhook(uuid: str, body: WebhookRequest, user: User, runtime: RuntimeDep) -> WebhookResponse:
     stream = runtime.streams.get(uuid)
     box = _bots(runtime).mailbox(stream)
-    secret = box.set_webhook(body.webhook)
+    try:
+        secret = box.set_webhook(body.webhook)
+    except ValueError as exc:  # not an absolute http(s) URL (TargetNotAllowed: where it may not go, 400)
+        raise BadRequest(str(exc)) from None
     return WebhookResponse(uuid=stream.uuid, webhook=box.webhook, secret=secret)
 
 
