@@ -54,6 +54,7 @@ from voxgate.streams.stages import EMPTY, Pooled
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
 GROUP = 3  # utterances per voiceprint
 PAUSE_S = 1.0
+RESET_VAD = os.environ.get("BOT_BENCH_RESET_VAD", "1") == "1"  # 0: the VAD state carried over (before)
 CATCH_UP_S = 1.5  # the latency bench sends an utterance's frames at once, then lets the engine catch up
 
 
@@ -66,6 +67,8 @@ def utterances(biometrics: Biometrics, clips: list[np.ndarray], rate: int) -> li
     for samples in clips:
         stream.push(np.concatenate([samples, pause]))
         stream.pipeline.settle_inline(force=True)
+        if RESET_VAD:
+            stream.pipeline.reset_vad()  # as the operation does at each cut
         now = stream.pipeline.pooled()
         part = now - mark
         mark = now

@@ -72,3 +72,24 @@ def test_a_bot_operation_lifts_the_cap_of_a_long_call(biometrics: Biometrics) ->
     stream.pipeline.settle_inline(force=True)
     assert stream.heard_speech_s > heard and stream.pipeline.silence_s >= 0.9
     assert (stream.pipeline.pooled() - before).speech_s > 1.0
+
+
+def test_a_fresh_vad_state_hears_the_next_utterance_whole(biometrics: Biometrics) -> None:
+    """Silero's state carried over one utterance and a pause makes it hear far less of the next one; a bot
+    operation resets it at each utterance's end, so each is heard as if alone."""
+    fsdd = ARABIC.parent / "fsdd_digits_3s_8k" / "nicolas"
+    first, second = (sf.read(fsdd / f"nicolas_seg{n:03d}.flac", dtype="float32")[0] for n in (15, 16))
+    pause = np.zeros(8000, dtype=np.float32)
+    heard = {}
+    for reset in (False, True):
+        stream = StreamSession("s", StreamType.WEBSOCKET, 8000, {}, biometrics)
+        stream.push(np.concatenate([first, pause]))
+        if reset:
+            stream.pipeline.reset_vad()
+        before = stream.heard_speech_s
+        stream.push(np.concatenate([second, pause]))
+        heard[reset] = stream.heard_speech_s - before
+    alone = StreamSession("t", StreamType.WEBSOCKET, 8000, {}, biometrics)
+    alone.push(np.concatenate([second, pause]))
+    assert heard[True] >= 0.85 * alone.heard_speech_s, (heard, alone.heard_speech_s)
+    assert heard[False] < 0.5 * heard[True], heard

@@ -215,6 +215,7 @@ class Operation:
         pipeline = self.stream.pipeline
         pipeline.max_speech_s = None
         await self.stream.settle(force=True)
+        pipeline.reset_vad()  # each utterance is heard afresh (see SpeechPipeline.reset_vad)
         self._mark, self._heard_mark = pipeline.pooled(), pipeline.heard_speech_s
         self._started = time.monotonic()
 
@@ -278,6 +279,7 @@ class Operation:
         pipeline = self.stream.pipeline
         async with self._cut_lock:
             await self.stream.settle(force=True)
+            pipeline.reset_vad()
             now, heard_now = pipeline.pooled(), pipeline.heard_speech_s
             part, heard_s = now - self._mark, heard_now - self._heard_mark
             self._mark, self._heard_mark = now, heard_now
