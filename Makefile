@@ -25,9 +25,10 @@ lint: setup
 	$(BIN)/mypy voxgate
 	$(BIN)/mypy tests bench
 
-# PostgreSQL (Debian package) for the tests that run on both stores; a no-op once installed
+# PostgreSQL and Redis (Debian packages) for the store and cluster tests; a no-op once installed
 cluster-tools:
-	bash scripts/cluster-tools.sh postgresql
+	bash scripts/cluster-tools.sh postgresql redis-server
+	bash scripts/cluster-tools.sh haproxy kamailio sipp
 
 unit: models cluster-tools
 	$(BIN)/python -m pytest

@@ -8,6 +8,14 @@ and how the load generator is shown not to be the bottleneck.
     .venv/bin/python bench/density.py --streams 40             # one probe of N = 40
     .venv/bin/python bench/density.py --streams 20 40 60       # several probes, one summary
     .venv/bin/python bench/density.py --streams 60 --fastest   # CAM++ only (VOXGATE_MODELS=campplus)
+    .venv/bin/python bench/density.py --streams 60 --workers 2 # `serve --workers 2` on the whole box
+
+With ``--workers N`` the server is ``voxgate serve --workers N`` (N processes behind one port, sharing live
+state through a throwaway Redis from the Debian package ``redis-server``) and nothing is pinned: the workers
+and this load generator share every core, and the figures are per box, not per core. Server CPU and memory
+are summed over the supervisor and its workers; the backlog is summed over the stream list (every worker's
+streams). A verify poll lands on whichever worker accepted its connection: about half are forwarded to the
+stream's owner, as without a proxy that routes by stream.
 """
 
 from __future__ import annotations
@@ -126,16 +134,32 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pids(self) -> list[int]:
+        """The server's process and its children (the workers of ``--workers``)."""
+        found = [self.process.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                    found.append(int(stat.parent.name))
+        return found
+
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return total
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        return total or float("nan")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -146,7 +170,7 @@ class Server:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
-def start_server(core: int, env_extra: dict[str, str]) -> Server:
+def start_server(core: int, env_extra: dict[str, str], workers: int | None = None) -> Server:
     data = Path(tempfile.mkdtemp(prefix="voxgate-density-"))
     port = free_port()
     env = dict(os.environ)
@@ -159,7 +183,11 @@ def start_server(core: int, env_extra: dict[str, str]) -> Server:
     )
     env.update(env_extra)
     log = (data / "server.log").open("wb")
-    command = ["taskset", "-c", str(core), sys.executable, "-m", "voxgate", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "voxgate", "serve", "--port", str(port)]
+    if workers is None:
+        command = ["taskset", "-c", str(core), *command]
+    else:
+        command += ["--workers", str(workers)]
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     server = Server(process, port, data)
     deadline = time.monotonic() + 120
@@ -167,13 +195,22 @@ def start_server(core: int, env_extra: dict[str, str]) -> Server:
         if process.poll() is not None:
             raise RuntimeError((data / "server.log").read_text())
         try:
-            if httpx.get(server.base + "/health", timeout=2).status_code == 200:
+            if httpx.get(server.base + "/health", timeout=2).status_code == 200 and _all_workers(server, workers):
                 return server
         except httpx.TransportError:
             pass
         time.sleep(0.3)
     server.stop()
     raise RuntimeError("the server did not start within 120 s")
+
+
+def _all_workers(server: Server, workers: int | None) -> bool:
+    """Every worker has joined (one heartbeat each), or there are no workers."""
+    if workers is None:
+        return True
+    token = httpx.post(server.base + "/rest-auth/login/", json={"username": "admin", "password": PASSWORD}).json()
+    status = httpx.get(server.base + "/api/v2/status", headers={"Authorization": f"Token {token['key']}"}).json()
+    return len(status["nodes"]) >= workers
 
 
 # -- load ------------------------------------------------------------------------------------------------
@@ -358,17 +395,23 @@ class Sample:
     running: int
 
 
-async def monitor(server: Server, token: str, t0: float, until: float, samples: list[Sample]) -> None:
+async def monitor(
+    server: Server, token: str, t0: float, until: float, samples: list[Sample], *, workers: bool = False
+) -> None:
     async with httpx.AsyncClient(base_url=server.base, headers={"Authorization": f"Token {token}"}) as client:
         while time.monotonic() - t0 < until:
             status = (await client.get("/api/v2/status", timeout=10)).json()
             engine = status.get("engine") or {}
+            backlog = float(engine.get("backlog_s", 0.0))
+            if workers:  # the status holds one worker's engine: sum every stream's backlog instead
+                listed = (await client.get("/api/v2/streams", timeout=10)).json()["streams"]
+                backlog = sum(float(s["backlog_s"]) for s in listed)
             samples.append(
                 Sample(
                     time.monotonic() - t0,
                     server.cpu_s(),
                     server.rss_mib(),
-                    float(engine.get("backlog_s", 0.0)),
+                    backlog,
                     int(status["running"]),
                 )
             )
@@ -405,6 +448,7 @@ async def probe(
     window_s: float,
     call_s: tuple[float, float],
     seed: int,
+    workers: bool = False,
 ) -> ProbeResult:
     rng = random.Random(seed)
     idle_rss = server.rss_mib()
@@ -428,7 +472,7 @@ async def probe(
         while time.monotonic() - t0 < end:
             await run_call(new_call(), server.port, token, t0, end)
 
-    monitor_task = asyncio.create_task(monitor(server, token, t0, end, samples))
+    monitor_task = asyncio.create_task(monitor(server, token, t0, end, samples, workers=workers))
     await asyncio.gather(*(line(rng.uniform(0, ramp_s)) for _ in range(n)))
     await monitor_task
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -568,7 +612,7 @@ def measure(
     n: int, args: argparse.Namespace, env: dict[str, str], speakers: list[Speaker], config: str
 ) -> ProbeResult:
     """One probe of N calls on a fresh server, then the offline agreement and the naive baseline; prints it."""
-    server = start_server(args.server_core, env)
+    server = start_server(args.server_core, env, args.workers)
     try:
         token = httpx.post(
             server.base + "/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
@@ -588,10 +632,8 @@ def measure(
             if response.status_code >= 400:
                 raise RuntimeError(f"import {speaker.name}: {response.status_code} {response.text}")
         status = httpx.get(server.base + "/api/v2/status", headers=headers).json()
-        print(
-            f"[{config}] N={n}: server on core {args.server_core}, models {[m['model_id'] for m in status['models']]}",
-            flush=True,
-        )
+        where = f"{args.workers} workers, unpinned" if args.workers else f"server on core {args.server_core}"
+        print(f"[{config}] N={n}: {where}, models {[m['model_id'] for m in status['models']]}", flush=True)
         result = asyncio.run(
             probe(
                 server,
@@ -602,6 +644,7 @@ def measure(
                 window_s=args.window,
                 call_s=(args.call_min, args.call_max),
                 seed=args.seed + n,
+                workers=args.workers is not None,
             )
         )
         leaked = -1
@@ -612,16 +655,16 @@ def measure(
             time.sleep(1.0)
     finally:
         server.stop()
-    os.sched_setaffinity(0, {args.server_core})  # the offline pass and the naive baseline: the server's core
+    pin(args, {args.server_core})  # the offline pass and the naive baseline: the server's core
     agreement, scored, naive, net_speech = offline_agreement(
         result.calls, speakers, env, args.offline_calls, args.max_speech
     )
-    os.sched_setaffinity(0, {args.load_core})
+    pin(args, {args.load_core})
     naive_streams = 1.0 / naive if naive == naive and naive > 0 else float("nan")
     ours_streams = 1000.0 / result.cpu_ms_per_stream_s
     print(
         f"[{config}] N={n}: {'OK' if result.ok else 'FAILED'} ({result.why})\n"
-        f"  streams per core sustained: {n if result.ok else 'fewer than ' + str(n)}"
+        f"  streams per {'box' if args.workers else 'core'} sustained: {n if result.ok else 'fewer than ' + str(n)}"
         f" (CPU-bound ceiling {ours_streams:.0f} at {result.cpu_ms_per_stream_s:.2f} CPU ms per stream-second)\n"
         f"  verify latency p50 {result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms "
         f"({result.polls} polls in the window)\n"
@@ -637,6 +680,12 @@ def measure(
         flush=True,
     )
     return result
+
+
+def pin(args: argparse.Namespace, cores: set[int]) -> None:
+    """Pin this process (not with --workers: the server and the load share the box)."""
+    if args.workers is None:
+        os.sched_setaffinity(0, cores)
 
 
 def main() -> None:
@@ -660,6 +709,11 @@ def main() -> None:
         default=60.0,
         help="VOXGATE_STREAM_MAX_SPEECH_S of the server: net speech a stream's voiceprint grows to",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="run `voxgate serve --workers N` (with a throwaway Redis) and pin nothing: per-box figures",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--find",
@@ -676,25 +730,40 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    os.sched_setaffinity(0, {args.load_core})
+    pin(args, {args.load_core})
     env = {"VOXGATE_STREAM_MAX_SPEECH_S": str(args.max_speech)}
+    redis = None
+    if args.workers is not None:
+        sys.path.insert(0, str(ROOT))
+        from tests.redis_server import RedisServer, ensure_installed
+
+        redis = RedisServer.start(ensure_installed())
+        env["VOXGATE_REDIS_URL"] = redis.url()
     if args.fastest:
         env.update(VOXGATE_MODELS="campplus", VOXGATE_PROFILE="telephone-campplus")
     extra = dict(item.split("=", 1) for item in args.env)
     env.update(extra)
     models = "CAM++ only" if args.fastest else "ECAPA + CAM++ fused"
     named = "".join(f", {key}={value}" for key, value in extra.items())
+    if args.workers is not None:
+        named += f", {args.workers} workers unpinned"
     config = f"{'fastest' if args.fastest else 'default'} ({models}, speech cap {args.max_speech:g} s{named})"
     print(f"loading speech from {SPEECH.name} ...", flush=True)
     speakers = load_speakers()
 
     def run(n: int) -> ProbeResult:
+        if redis is not None:
+            redis.flush()  # each probe's server is a new cluster
         return measure(n, args, env, speakers, config)
 
-    if args.find:
-        results = list(find_largest(args.streams[0], args.max_probes, run))
-    else:
-        results = [run(n) for n in args.streams]
+    try:
+        if args.find:
+            results = list(find_largest(args.streams[0], args.max_probes, run))
+        else:
+            results = [run(n) for n in args.streams]
+    finally:
+        if redis is not None:
+            redis.stop()
     sustained = [r.streams for r in results if r.ok]
     print(
         f"[{config}] largest N sustained: {max(sustained) if sustained else 'none of ' + str([r.streams for r in results])}"

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the existing engines a voxgate cluster runs on, from Debian's packages, if missing:
-#   postgresql - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
+#   postgresql   - the cluster store; the tests start their own throwaway server with it (tests/postgres.py)
+#   redis-server - the shared live state of a cluster (tests/redis_server.py starts throwaway servers)
+#   haproxy      - the HTTP/WebSocket front door (deploy/haproxy/haproxy.cfg)
+#   kamailio     - the SIP front door (deploy/kamailio/kamailio.cfg: dispatcher, uac)
+#   sipp         - SIP calls for the cluster tests (Debian package sip-tester)
 # Usage: scripts/cluster-tools.sh [TOOL ...]   (default: every tool above)
 # The system services the packages start are stopped again: the tests run their own servers on free
 # loopback ports. Idempotent. Needs root (CI runs as root on a fresh Debian machine) or sudo.
@@ -18,10 +22,44 @@ postgres_bin() {
   done | tail -n 1
 }
 
+# the front doors (haproxy, kamailio) and sipp: the program each installs, and its Debian package
+door_program() {
+  case "$1" in
+    haproxy) echo /usr/sbin/haproxy ;;
+    kamailio) echo /usr/sbin/kamailio ;;
+    sipp) echo sipp ;;
+  esac
+}
+
+door_package() {
+  case "$1" in
+    sipp) echo sip-tester ;;
+    *) echo "$1" ;;
+  esac
+}
+
+door_stop_service() {
+  # the packages start system services on :80/:5060; the tests and deploy/local-cluster.sh run their own
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$1" 2>/dev/null; then
+    "${SUDO[@]}" systemctl stop "$1" || true
+  elif command -v service >/dev/null 2>&1; then
+    "${SUDO[@]}" service "$1" stop >/dev/null 2>&1 || true
+  fi
+}
+
+package() {
+  case "$1" in
+    haproxy|kamailio|sipp) door_package "$1" ;;
+    *) echo "$1" ;;
+  esac
+}
+
 present() {
   case "$1" in
     postgresql) [ -n "$(postgres_bin)" ] ;;
-    *) echo "cluster-tools: unknown tool '$1' (known: postgresql)" >&2; exit 2 ;;
+    redis-server) command -v redis-server >/dev/null 2>&1 ;;
+    haproxy|kamailio|sipp) command -v "$(door_program "$1")" >/dev/null 2>&1 ;;
+    *) echo "cluster-tools: unknown tool '$1' (known: postgresql, redis-server, haproxy, kamailio, sipp)" >&2; exit 2 ;;
   esac
 }
 
@@ -37,11 +75,20 @@ stop_services() {
         done
       fi
       ;;
+    redis-server)
+      # Debian's package starts a server on :6379 (systemd, or its init script where there is none)
+      if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+        "${SUDO[@]}" systemctl stop redis-server || true
+      elif [ -x /etc/init.d/redis-server ]; then
+        "${SUDO[@]}" /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+      fi
+      ;;
+    haproxy|kamailio) door_stop_service "$1" ;;
   esac
 }
 
 tools=("$@")
-[ ${#tools[@]} -gt 0 ] || tools=(postgresql)
+[ ${#tools[@]} -gt 0 ] || tools=(postgresql redis-server haproxy kamailio sipp)
 missing=()
 for tool in "${tools[@]}"; do
   present "$tool" || missing+=("$tool")
@@ -60,7 +107,11 @@ fi
 echo "cluster-tools: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+packages=()
+for tool in "${missing[@]}"; do
+  packages+=("$(package "$tool")")
+done
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 for tool in "${missing[@]}"; do
   stop_services "$tool"
   present "$tool" || { echo "cluster-tools: $tool is still missing after the install" >&2; exit 1; }

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.postgres import PostgresMissing, PostgresServer, StoreUrls, ensure_installed
+from tests.redis_server import RedisMissing, RedisServer
+from tests.redis_server import ensure_installed as ensure_redis
 from voxgate.settings import Settings
 
 STORES = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql))
@@ -94,3 +96,28 @@ def store_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest
         yield urls
     finally:
         urls.drop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway Redis server for the session (started on first use; ``tests/redis_server.py``)."""
+    try:
+        binary = ensure_redis()
+    except RedisMissing as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    server = RedisServer.start(binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of an empty Redis (flushed before the test)."""
+    redis_server.flush()
+    return redis_server.url()

@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
         help="TLS certificate chain (PEM): serve HTTPS and WSS (VOXGATE_TLS_CERTFILE)",
     )
     serve.add_argument("--keyfile", type=Path, help="its private key (PEM) (VOXGATE_TLS_KEYFILE)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes behind the port, each with its own inference engine (VOXGATE_WORKERS; default one "
+        "per core with VOXGATE_REDIS_URL, 1 without; more than 1 needs VOXGATE_REDIS_URL)",
+    )
+    # set by the supervisor of --workers for each worker (voxgate.workers), never by hand
+    serve.add_argument("--listen-fds", help=argparse.SUPPRESS)
+    serve.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     def audio_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--channel", type=int, help="use this channel (0-based) of a multi-channel recording")
@@ -210,12 +225,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_USAGE
     if settings.log_json:
         configure_json_logging(settings.log_level)
-    app = create_app(settings)
-    _tune_interpreter()
     port = settings.port if args.port is None else args.port
     ports = [port] if settings.ws_port is None or settings.ws_port == port else [port, settings.ws_port]
+    host = args.host or settings.host
+    if args.listen_fds is None:  # the process the operator started: one server, or the workers' supervisor
+        from voxgate.workers import WorkersRefused, supervise, worker_count
+
+        try:
+            count = worker_count(args.workers, settings)
+        except WorkersRefused as exc:
+            print(f"voxgate: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if count > 1:
+            tls = ["--certfile", str(certfile), "--keyfile", str(keyfile)] if certfile is not None else []
+            return supervise(settings, count, host, ports, ["--host", host, *tls])
+    app = create_app(settings, telephony=not args.worker_index)  # SIP agents: one per box (worker 0)
+    _tune_interpreter()
     options: dict[str, Any] = {
-        "host": args.host or settings.host,
+        "host": host,
         "log_level": settings.log_level,
         "log_config": None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
         "proxy_headers": True,
@@ -236,8 +263,27 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             log_config=options["log_config"],
             access_log=False,
         )
-    asyncio.run(_serve_ports(app, ports, options, "https" if certfile else "http", metrics))
+    listen = _Listen(ready_fd=args.ready_fd)
+    if args.listen_fds is not None:  # a worker of --workers: the supervisor's sockets, an address of its own
+        listen.api = [socket.socket(fileno=int(fd)) for fd in args.listen_fds.split(",")]
+        if args.metrics_fd is not None:
+            listen.metrics = socket.socket(fileno=args.metrics_fd)
+        listen.internal = uvicorn.Config(
+            app, host=host, port=0, lifespan="off", log_level=settings.log_level,
+            log_config=options["log_config"], access_log=False,
+        )
+    asyncio.run(_serve_ports(app, ports, options, "https" if certfile else "http", metrics, listen))
     return 0
+
+
+@dataclass
+class _Listen:
+    """A worker's inherited sockets (API ports, metrics port) and its internal listener."""
+
+    api: list[socket.socket] | None = None
+    metrics: socket.socket | None = None
+    internal: uvicorn.Config | None = None
+    ready_fd: int | None = None  # written once serving (the supervisor waits for worker 0)
 
 
 def _tune_interpreter() -> None:
@@ -262,6 +308,7 @@ async def _serve_ports(
     options: dict[str, Any],
     scheme: str,
     metrics: uvicorn.Config | None = None,
+    listen: _Listen | None = None,
 ) -> None:
     """One app on one or more ports (VOXGATE_WS_PORT) in one process. The servers run with lifespan off
     and the app's lifespan runs once around them: one store, one stream registry, one inference engine.
@@ -278,10 +325,19 @@ async def _serve_ports(
         def capture_signals(self) -> Iterator[None]:  # the loop's handlers below stop every server
             yield
 
+    listen = listen or _Listen()
     servers = [Server(uvicorn.Config(app, port=port, lifespan="off", **options)) for port in ports]
+    sockets: dict[int, list[socket.socket] | None] = {}
+    for server, sock in zip(servers, listen.api or [], strict=False):
+        sockets[id(server)] = [sock]
     metrics_server = Server(metrics) if metrics is not None else None
     if metrics_server is not None:
         servers.append(metrics_server)
+        if listen.metrics is not None:
+            sockets[id(metrics_server)] = [listen.metrics]
+    internal_server = Server(listen.internal) if listen.internal is not None else None
+    if internal_server is not None:
+        servers.append(internal_server)
 
     def stop(sig: int) -> None:
         for server in servers:
@@ -294,7 +350,18 @@ async def _serve_ports(
     async def report() -> None:
         while not all(server.started for server in servers):
             await asyncio.sleep(0.05)
+        if internal_server is not None:  # VOXGATE_NODE_URL names the box: its host, this worker's port
+            named = urllib.parse.urlsplit(app.state.runtime.settings.node_url).hostname
+            _announce_node_url(app, internal_server, "http", host=named, force=True)
+            print(f"voxgate: node address {app.state.runtime.cluster.url}", file=sys.stderr, flush=True)
+        else:
+            _announce_node_url(app, servers[0], scheme)
+        if listen.ready_fd is not None:
+            os.write(listen.ready_fd, b"1")
+            os.close(listen.ready_fd)
         for server in servers:
+            if server is internal_server:
+                continue
             for listener in server.servers:
                 for sock in listener.sockets:
                     host, port = sock.getsockname()[:2]
@@ -309,9 +376,23 @@ async def _serve_ports(
     async with app.router.lifespan_context(app):
         reporter = asyncio.create_task(report())
         try:
-            await asyncio.gather(*(server.serve() for server in servers))
+            await asyncio.gather(*(server.serve(sockets=sockets.get(id(server))) for server in servers))
         finally:
             reporter.cancel()
+
+
+def _announce_node_url(
+    app: FastAPI, server: uvicorn.Server, scheme: str, *, host: str | None = None, force: bool = False
+) -> None:
+    """Tell the cluster where other nodes reach this process (unless VOXGATE_NODE_URL says it, or
+    ``force``): the server's first listening socket, on ``host`` or the socket's address (the host name in
+    place of a wildcard address)."""
+    cluster = app.state.runtime.cluster
+    if cluster is None or not server.servers or not server.servers[0].sockets:
+        return
+    bound, port = server.servers[0].sockets[0].getsockname()[:2]
+    host = host or (socket.gethostname() if bound in ("0.0.0.0", "::") else bound)
+    cluster.set_url(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}", force=force)
 
 
 # -- enroll / verify ------------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ file) and is documented in the README's configuration table."""
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -38,6 +41,12 @@ def _default_data_dir() -> Path:
 
 def _default_model_dir() -> Path:
     return Path.home() / ".cache" / "voxgate" / "models"
+
+
+def _default_node_id() -> str:
+    """Host name and process id: unique per process on a host, readable in logs and headers."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:60] or "node"
+    return f"{host}-{os.getpid()}"
 
 
 class Settings(BaseSettings):
@@ -109,6 +118,39 @@ class Settings(BaseSettings):
         min_length=1,
         description="Address the metrics listener binds to: loopback by default; an internal address for a "
         "Prometheus on another host (never one the public reaches: the port has no token).",
+    )
+
+    # a cluster (docs/scale-out.md, "Shared live state")
+    redis_url: str = Field(
+        default="",
+        description="Redis URL (`redis://host:6379/0`) of the shared live state: stream registry, "
+        "maintenance signals, login throttle, node heartbeats; empty: in-process state (one process).",
+    )
+    node_id: str = Field(
+        default_factory=_default_node_id,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="This process's name in the cluster (stream owner, `X-Voxgate-Node`); default host-pid.",
+    )
+    node_url: str = Field(
+        default="",
+        description="Base URL other nodes reach this process at (`http://10.0.0.5:8000`), to forward a "
+        "stream's data, verify and enroll to its owner; empty: derived from the listening socket. With "
+        "`--workers`, only its host counts: each worker listens on a free port of its own there.",
+    )
+    node_ttl_s: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=60.0,
+        description="A node whose heartbeat (every third of this) is older than this is dead: its streams end.",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Processes `voxgate serve` runs behind one port; default one per core with "
+        "VOXGATE_REDIS_URL, 1 without (more than 1 needs it).",
     )
 
     # audio limits
@@ -398,6 +440,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"the TLS file {path} does not exist")
         if self.ws_port is not None and self.ws_port == self.port:
             raise ValueError("VOXGATE_WS_PORT must differ from VOXGATE_PORT (or be unset)")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("VOXGATE_REDIS_URL must start with redis://, rediss:// or unix:// (or be empty)")
+        if self.node_url and not re.fullmatch(r"https?://[^/\s]+(:\d+)?/?", self.node_url):
+            raise ValueError("VOXGATE_NODE_URL must be a base URL like http://10.0.0.5:8100 (or be empty)")
+        if (self.workers or 1) > 1 and not self.redis_url:
+            raise ValueError(
+                "VOXGATE_WORKERS above 1 needs VOXGATE_REDIS_URL: the workers share live state through Redis"
+            )
         if self.metrics_port and self.metrics_port in (self.port, self.ws_port):
             raise ValueError("VOXGATE_METRICS_PORT must differ from VOXGATE_PORT and VOXGATE_WS_PORT")
         if self.bot_config_sets is not None:

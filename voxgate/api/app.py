@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from voxgate import __version__
 from voxgate.api import errors
 from voxgate.api.aliases import PathAliases
+from voxgate.api.cluster import NodeHeader
 from voxgate.api.limits import OVERHEAD_BYTES, Limits, RequestLimits
 from voxgate.api.monitoring import RequestMetrics
 from voxgate.api.routers import ROUTERS, metrics, websocket
@@ -48,12 +49,13 @@ def body_limits(settings: Settings) -> Limits:
     return limit
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, telephony: bool = True) -> FastAPI:
+    """``telephony=False``: stored PBX instances are not started here (``--workers``: worker 0 runs them)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, telephony=telephony)
         await runtime.start()
         door = WebSocketDoor(runtime)
         runtime.streams.listen(on_stop=door.on_stop)
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestLimits, limits=body_limits(settings))
+    app.add_middleware(NodeHeader, node_id=settings.node_id)
     app.add_middleware(RequestMetrics)  # counts what the limits refuse too
     app.add_middleware(PathAliases)  # outermost: an alias is its original for everything inside
     for router in ROUTERS:

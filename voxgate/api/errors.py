@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from voxgate import errors, streams
 from voxgate.api.websocket import protocol
 from voxgate.evaluation import datasets, trials
-from voxgate.service import bots, telephony, webhooks
+from voxgate.service import bots, cluster, shared, telephony, webhooks
 from voxgate.store import backup, pbx, snapshots, subscriptions
 from voxgate.store import profiles as store_profiles
 from voxgate.telephony import agent, calls, digest, sdp
@@ -106,6 +106,8 @@ STATUS: dict[type[errors.VoxgateError], int] = {
     errors.NotRunning: 503,
     errors.MaintenanceMode: 423,
     errors.NotInMaintenance: 409,
+    cluster.OwnerUnreachable: 502,
+    shared.SharedStateUnavailable: 503,
     # live streams
     streams.StreamError: 400,
     streams.StreamNotFound: 404,

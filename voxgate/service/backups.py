@@ -9,8 +9,9 @@ from voxgate.errors import VoxgateError
 from voxgate.service import maintenance
 from voxgate.service.models import engine_models
 from voxgate.service.runtime import Runtime
+from voxgate.service.shared import Signal
 from voxgate.store import backup as backups
-from voxgate.store import snapshots
+from voxgate.store import cache, snapshots
 from voxgate.store.snapshots import ImportCounts, ImportMode
 
 
@@ -57,5 +58,7 @@ async def restore_backup(runtime: Runtime, data: bytes, user: str) -> tuple[back
     except VoxgateError as exc:
         await maintenance.record(runtime, "restore", user, "refused", error=exc.message)
         raise
+    cache.clear_all()
+    await runtime.shared.announce(Signal.RESTORED)  # the other nodes forget their cached reads too
     await maintenance.record(runtime, "restore", user, backup_created=parsed.created, restored=counts)
     return parsed, counts

@@ -1,9 +1,10 @@
-"""Hourly purge of events past their retention and of expired tokens."""
+"""Hourly purge of events past their retention and of expired tokens (once per cluster: a lease)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,12 +31,17 @@ async def purge_once(
 
 
 async def purge_forever(
-    sessions: async_sessionmaker[AsyncSession], retention_days: int, interval_s: float = PURGE_INTERVAL_S
+    sessions: async_sessionmaker[AsyncSession],
+    retention_days: int,
+    interval_s: float = PURGE_INTERVAL_S,
+    claim: Callable[[float], Awaitable[bool]] | None = None,
 ) -> None:
-    """The first run right away, then every ``interval_s``; a failed run is retried next time."""
+    """The first run right away, then every ``interval_s``; a failed run is retried next time. ``claim``
+    (a lease for that long) decides which node of a cluster purges this round."""
     while True:
         try:
-            await purge_once(sessions, retention_days)
+            if claim is None or await claim(interval_s * 0.9):
+                await purge_once(sessions, retention_days)
         except Exception:  # a failed purge (database busy, ...) must not end the task
             log.exception("purging old events and tokens failed")
         await asyncio.sleep(interval_s)

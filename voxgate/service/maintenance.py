@@ -1,4 +1,9 @@
-"""Maintenance mode (persisted across restarts) and closing every stream at once."""
+"""Maintenance mode (persisted across restarts) and closing every stream at once, on every node.
+
+The caller's process acts at once; the other nodes of a cluster hear it as a signal through the shared
+state (:mod:`voxgate.service.shared`), within a Redis round trip, and re-read the shared flag with every
+heartbeat in case they missed it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from voxgate.errors import MaintenanceMode, NotInMaintenance
 from voxgate.service.runtime import Runtime
+from voxgate.service.shared import Signal
 from voxgate.store import events, settings_kv
 
 LOCK_HINT = "voxgate is in maintenance mode: unlock it with GET /api/v2/maintenance/unlock"
@@ -44,11 +50,15 @@ async def set_locked(runtime: Runtime, locked: bool, user: str) -> LockChange:
     await settings_kv.set(runtime.store.sessions, settings_kv.MAINTENANCE, locked)
     runtime.locked = locked
     await record(runtime, "lock" if locked else "unlock", user, changed=was != locked)
+    await runtime.shared.announce(Signal.LOCK if locked else Signal.UNLOCK)  # SharedStateUnavailable: 503
     return LockChange(locked=locked, changed=was != locked)
 
 
 async def force_off(runtime: Runtime, user: str) -> int:
-    """Close every live stream now (their webhooks and events see the reason ``force_off``)."""
+    """Close every live stream now, on every node (their webhooks and events see the reason
+    ``force_off``); returns how many: this node's, plus the other nodes' live ones when it was sent."""
+    remote = len(await runtime.cluster.remote_streams()) if runtime.cluster is not None else 0
     closed = await runtime.streams.close_all("force_off") if runtime.running else 0
-    await record(runtime, "force_off", user, closed=closed)
-    return closed
+    await record(runtime, "force_off", user, closed=closed + remote)
+    await runtime.shared.announce(Signal.FORCE_OFF)  # SharedStateUnavailable: 503
+    return closed + remote

@@ -9,7 +9,8 @@ Start order (stop is the reverse)::
 
     data directory (owner-only) ─► store ─► secrets key (checked; plain or old-key secrets re-encrypted)
       ─► maintenance flag, shipped profiles, account ─► event purge ─► biometrics (models)
-      ─► inference engine + stream registry ─► PBX instances (their calls are streams)
+      ─► inference engine + stream registry ─► shared live state (signals, heartbeat; voxgate.service.cluster)
+      ─► PBX instances (their calls are streams)
       ─► webhooks (listen to stream starts and stops)
       ─► metrics publisher (only in multi-process mode, see voxgate.service.metrics)
 """
@@ -27,7 +28,9 @@ from voxgate.biometrics.engine import Biometrics
 from voxgate.errors import ModelError, ModelNotPrepared, NotRunning, ProfileError
 from voxgate.service import accounts, housekeeping, keys, metrics, models, telephony
 from voxgate.service.bots import BotSessions, load_sets
+from voxgate.service.cluster import Cluster
 from voxgate.service.folding import FoldedEvents
+from voxgate.service.shared import LocalState, SharedState, Throttle
 from voxgate.service.throttle import LoginThrottle
 from voxgate.service.webhooks import Webhooks, WebhookSender
 from voxgate.settings import Settings
@@ -48,10 +51,15 @@ class Runtime:
     """Settings, store, biometrics, inference engine, stream registry, PBX agents, webhooks and the
     maintenance flag of one process. Build it with settings; :meth:`start` brings the parts up."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, telephony: bool = True) -> None:
+        """``telephony=False``: the stored PBX instances are not started (another worker of this box runs
+        the SIP agents: their ports are the box's)."""
         self.settings = settings
+        self.telephony = telephony
         self.locked = False  # maintenance mode (persisted as the `maintenance` setting)
-        self.throttle = LoginThrottle()  # memory only, per process
+        self.throttle = LoginThrottle()  # this process's counts (used unless the shared state counts them)
+        self.shared = self._shared_state(settings)
+        self.cluster: Cluster | None = None  # heartbeat, signals, stream entries (started with the registry)
         self.refusals: FoldedEvents | None = None  # the `error` events of refused requests, folded
         self.biometrics: Biometrics | None = None  # None: models not prepared (biometric calls get 503)
         self.registry: StreamRegistry | None = None
@@ -89,6 +97,23 @@ class Runtime:
         if self.pbx_instances is None:
             raise NotRunning("telephony is not running (the server is starting or stopping)")
         return self.pbx_instances
+
+    @property
+    def node_id(self) -> str:
+        return self.shared.node_id
+
+    @property
+    def login_throttle(self) -> Throttle:
+        """Failed-login counts: this process's, or the cluster's (Redis)."""
+        return self.shared.throttle(self.throttle)
+
+    @staticmethod
+    def _shared_state(settings: Settings) -> SharedState:
+        if not settings.redis_url:
+            return LocalState(settings.node_id)
+        from voxgate.service.shared_redis import RedisState  # the redis client only where it is used
+
+        return RedisState(settings.node_id, settings.redis_url)
 
     def require_biometrics(self) -> Biometrics:
         if self.biometrics is None:
@@ -138,7 +163,10 @@ class Runtime:
             await accounts.ensure_account(sessions, settings)
             accounts.rotate_reset_secret(settings)
             self.purge_task = asyncio.create_task(
-                housekeeping.purge_forever(sessions, settings.event_retention_days), name="voxgate-purge"
+                housekeeping.purge_forever(
+                    sessions, settings.event_retention_days, claim=lambda ttl_s: self.shared.lease("purge", ttl_s)
+                ),
+                name="voxgate-purge",
             )
 
         try:
@@ -177,12 +205,20 @@ class Runtime:
         self.bots = BotSessions(self, load_sets(settings))
         registry.listen(on_stop=self.bots.stream_stopped)
 
+        cluster = Cluster(self, self.shared, ttl_s=settings.node_ttl_s)
+        if self.shared.distributed:
+            await self._shared_lock(self.shared)
+        await cluster.start()  # RedisError, OSError: refuse to start rather than run as a lonely node
+        self.cluster = cluster
+        registry.listen(on_start=cluster.stream_started, on_stop=cluster.stream_stopped)
+
         self.pbx_instances = PbxInstances(
             registry,
             AgentOptions(rtp_timeout_s=settings.rtp_timeout_s, on_call=metrics.sip_call),
             admit=lambda: not self.locked,
         )
-        await telephony.start_stored(self.pbx_instances, await pbx_store.list_all(sessions), settings)
+        if self.telephony:
+            await telephony.start_stored(self.pbx_instances, await pbx_store.list_all(sessions), settings)
 
         self.webhooks = Webhooks(
             self, WebhookSender.from_settings(sessions, settings), interval_s=settings.webhook_interval_s
@@ -215,6 +251,9 @@ class Runtime:
             await registry.close_all("shutdown")
             if registry.engine is not None:
                 await asyncio.to_thread(registry.engine.stop)
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            await cluster.stop()
         self.biometrics = None  # the engine is shared per process (models.load_biometrics)
         purge, self.purge_task = self.purge_task, None
         if purge is not None:
@@ -228,6 +267,13 @@ class Runtime:
         if store is not None:
             await events.flush(store.sessions)
             await store.close()
+
+    async def _shared_lock(self, shared: SharedState) -> None:
+        """A cluster's maintenance flag: the store's seeds a fresh Redis; the shared one then counts."""
+        await shared.seed_locked(self.locked)
+        locked = await shared.locked()
+        if locked is not None:
+            self.locked = locked
 
     # -- stream events ----------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from voxgate.errors import VoxgateError
+from voxgate.service.shared import SharedState, Signal
 from voxgate.settings import Settings
 from voxgate.store.pbx import PbxRecord
 from voxgate.telephony.agent import PbxConfig
@@ -54,3 +55,18 @@ async def start_stored(instances: PbxInstances, records: list[PbxRecord], settin
                 await start_instance(instances, record, settings)
             except PbxStartFailed as exc:
                 log.error("%s", exc, extra={"pbx": record.uuid})
+
+
+async def reconcile(instances: PbxInstances, records: list[PbxRecord], settings: Settings) -> None:
+    """Run exactly the stored instances marked started: what every node does when another node started,
+    stopped or removed one, or restored a backup (PBX instances are configured once, for the cluster)."""
+    wanted = {record.uuid: record for record in records if record.started}
+    for pbx_id in list(instances.agents):
+        if pbx_id not in wanted:
+            await instances.stop(pbx_id)
+    await start_stored(instances, [r for r in wanted.values() if r.uuid not in instances.agents], settings)
+
+
+async def announce_change(shared: SharedState) -> None:
+    """Tell the other nodes that the stored PBX instances changed (after this node acted on them)."""
+    await shared.announce(Signal.PBX)

@@ -13,8 +13,9 @@ does not count as a failure. A key is forgotten after ``forget_after_s`` without
   policy is therefore gentler (more free failures, a shorter cap): under a sustained distributed guess
   the real user may have to wait up to ``max_delay_s`` (its token, valid for days, keeps working), while
   the guesser gets about one try per ``max_delay_s``.
-- State is in memory, per process: a restart forgets it, and with several workers each counts on its
-  own (N workers allow N times the attempts). Behind a reverse proxy the client address is the proxy's
+- State is in memory, per process (a restart forgets it), unless the shared live state counts it: with
+  ``VOXGATE_REDIS_URL`` every node and worker counts the same failures
+  (:class:`voxgate.service.shared_redis.RedisThrottle`, same policy, wall-clock times). Behind a reverse proxy the client address is the proxy's
   unless uvicorn's ``--proxy-headers``/``--forwarded-allow-ips`` name it (by default uvicorn trusts
   ``X-Forwarded-For`` from 127.0.0.1).
 - Memory is bounded: at most ``max_keys`` keys, the least recently failed dropped first (a username

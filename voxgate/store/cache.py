@@ -10,7 +10,8 @@ here within ``ttl_s``.
 from __future__ import annotations
 
 import time
-from typing import Generic, TypeVar
+import weakref
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -26,6 +27,7 @@ class TtlCache(Generic[K, V]):
 
     def __init__(self) -> None:
         self._items: dict[K, tuple[float, V]] = {}
+        _every.add(self)
 
     def get(self, key: K) -> V | None:
         item = self._items.get(key)
@@ -47,6 +49,15 @@ class TtlCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._items.clear()
+
+
+_every: weakref.WeakSet[TtlCache[Any, Any]] = weakref.WeakSet()
+
+
+def clear_all() -> None:
+    """Forget every cached read (another node restored a backup: every table changed at once)."""
+    for each in list(_every):
+        each.clear()
 
 
 def configure(ttl_s: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
 
     ``exclusive``: fail with FileExistsError rather than replace an existing file (the key file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".tmp")
+    # a name of this writer's own: the workers of one box start together and write the same files
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         with os.fdopen(descriptor, "w") as file:

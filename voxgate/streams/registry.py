@@ -229,7 +229,7 @@ class StreamRegistry:
         for session in self.all():
             if stream_uuid is not None and session.uuid != stream_uuid:
                 continue
-            if all(key in session.info and _same(session.info[key], value) for key, value in wanted.items()):
+            if info_matches(session.info, wanted):
                 found.append(session)
         return found
 
@@ -269,6 +269,11 @@ class StreamRegistry:
             await call
         except Exception:  # a listener (event log, webhook) must not break the stream
             log.exception("stream listener failed")
+
+
+def info_matches(info: Mapping[str, InfoValue], wanted: Mapping[str, InfoValue]) -> bool:
+    """``info`` holds every wanted key with the wanted value (a number also matches its text)."""
+    return all(key in info and _same(info[key], value) for key, value in wanted.items())
 
 
 def _same(actual: InfoValue, wanted: InfoValue) -> bool:

@@ -169,19 +169,19 @@ def _refuse_unless_local(request: Request, settings: Settings) -> None:
 )
 async def login(body: LoginRequest, request: Request, runtime: RuntimeDep) -> TokenResponse:
     sessions = runtime.store.sessions
-    throttle = runtime.throttle
+    throttle = runtime.login_throttle
     address = client_address(request)
-    wait_s = throttle.retry_after_header(address, body.username)
+    wait_s = await throttle.retry_after_header(address, body.username)
     if wait_s:
         log.info("login throttled", extra={"client": address, "retry_after_s": wait_s})
         raise TooManyRequests(
             f"too many failed logins: try again in {wait_s} s", headers={"Retry-After": str(wait_s)}
         )
-    throttle.failure(address, body.username)  # counted before the check; a success takes it back
+    await throttle.failure(address, body.username)  # counted before the check; a success takes it back
     if not await accounts.check_password(sessions, body.username, body.password):
         await events.record(sessions, events.LOGIN, events.FAILED, username=body.username, client=address)
         raise BadRequest(LOGIN_FAILED)
-    throttle.success(address, body.username)
+    await throttle.success(address, body.username)
     ttl = timedelta(seconds=runtime.settings.token_ttl_s)
     token = await accounts.issue_token(sessions, body.username, ttl)
     await events.record(sessions, events.LOGIN, events.OK, username=body.username, client=address)
@@ -274,7 +274,7 @@ async def reset_password(request: Request, runtime: RuntimeDep) -> PasswordReset
     username = await accounts.account_name(sessions) or runtime.settings.admin_user
     password = accounts.generate_password()
     await accounts.set_password(sessions, username, password)
-    runtime.throttle.clear()
+    await runtime.login_throttle.clear()
     await events.record(
         sessions, events.PASSWORD_RESET, events.OK, username=username, client=address, source="http"
     )

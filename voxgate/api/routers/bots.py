@@ -12,18 +12,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from voxgate.api.cluster import here_or_owner
 from voxgate.api.deps import RuntimeDep, Unlocked, User
 from voxgate.api.errors import BadRequest, error_response
 from voxgate.api.schemas import LOCKED, STREAM_NOT_FOUND, UNAUTHORIZED, UUID_EXAMPLE
 from voxgate.errors import NotRunning
-from voxgate.service.bots import BotSession, BotSessions, Mailbox, parse
+from voxgate.service.bots import BotSession, BotSessions, parse
 from voxgate.service.bots.operations import speaker_figures
 from voxgate.service.runtime import Runtime
 from voxgate.store import voiceprints
-from voxgate.streams import StreamNotFound
 from voxgate.streams.registry import parse_uuid
 
 router = APIRouter(tags=["voice bots"])
@@ -155,8 +155,12 @@ async def activities(body: ActivityBody, user: User, runtime: RuntimeDep) -> Eve
     dependencies=[Unlocked],
     responses={400: BAD_ACTIVITY, 401: UNAUTHORIZED, 404: STREAM_NOT_FOUND, 423: LOCKED},
 )
-async def stream_activities(uuid: str, body: ActivityBody, user: User, runtime: RuntimeDep) -> Events:
-    stream = runtime.streams.get(uuid)
+async def stream_activities(
+    uuid: str, body: ActivityBody, request: Request, user: User, runtime: RuntimeDep
+) -> Events | Response:
+    stream = await here_or_owner(runtime, request, uuid)  # the operations run where the stream's audio is
+    if isinstance(stream, Response):
+        return stream
     box = _bots(runtime).mailbox(stream)
     answers = await _handle(box.session, body, stream)
     return Events(activities=answers, last=box.last)
@@ -172,19 +176,19 @@ async def stream_activities(uuid: str, body: ActivityBody, user: User, runtime: 
 )
 async def later_events(
     uuid: str,
+    request: Request,
     user: User,
     runtime: RuntimeDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="The `last` of the previous answer.")] = 0,
-) -> Events:
+) -> Events | Response:
     bots = _bots(runtime)
-    box: Mailbox | None
-    try:
-        box = bots.mailbox(runtime.streams.get(uuid))
-    except StreamNotFound:
-        ended = _canonical(uuid)
-        box = bots.find_mailbox(ended) if ended is not None else None  # the call ended moments ago
-        if box is None:
-            raise
+    ended = _canonical(uuid)
+    box = bots.find_mailbox(ended) if ended is not None else None  # also for moments after the call ended
+    if box is None:
+        stream = await here_or_owner(runtime, request, uuid)
+        if isinstance(stream, Response):
+            return stream
+        box = bots.mailbox(stream)
     return Events(activities=box.after(after), last=box.last)
 
 
@@ -204,8 +208,12 @@ async def later_events(
         423: LOCKED,
     },
 )
-async def set_webhook(uuid: str, body: WebhookRequest, user: User, runtime: RuntimeDep) -> WebhookResponse:
-    stream = runtime.streams.get(uuid)
+async def set_webhook(
+    uuid: str, body: WebhookRequest, request: Request, user: User, runtime: RuntimeDep
+) -> WebhookResponse | Response:
+    stream = await here_or_owner(runtime, request, uuid)
+    if isinstance(stream, Response):
+        return stream
     box = _bots(runtime).mailbox(stream)
     try:
         secret = box.set_webhook(body.webhook)

@@ -178,6 +178,7 @@ async def delete_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> None:
     record = await store.get(runtime.store.sessions, pbx_id)
     await runtime.pbx.stop(record.uuid)
     await store.delete(runtime.store.sessions, record.uuid)
+    await telephony.announce_change(runtime.shared)
 
 
 @router.post(
@@ -190,8 +191,10 @@ async def delete_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> None:
 )
 async def start_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> PbxInstance:
     record = await store.get(runtime.store.sessions, pbx_id)
-    await telephony.start_instance(runtime.pbx, record, runtime.settings)
+    if runtime.telephony:  # with --workers, worker 0 runs the box's SIP agents (it hears the signal)
+        await telephony.start_instance(runtime.pbx, record, runtime.settings)
     await store.set_started(runtime.store.sessions, record.uuid, True)
+    await telephony.announce_change(runtime.shared)  # every node runs it
     return _instance(await store.get(runtime.store.sessions, pbx_id), runtime)
 
 
@@ -206,4 +209,5 @@ async def stop_pbx(pbx_id: str, user: User, runtime: RuntimeDep) -> PbxInstance:
     record = await store.get(runtime.store.sessions, pbx_id)
     await runtime.pbx.stop(record.uuid)
     await store.set_started(runtime.store.sessions, record.uuid, False)
+    await telephony.announce_change(runtime.shared)
     return _instance(await store.get(runtime.store.sessions, pbx_id), runtime)

@@ -11,10 +11,11 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, Field
 
 from voxgate import __version__
+from voxgate.api.cluster import NODE_HEADER, STREAM_HEADER, here_or_owner
 from voxgate.api.deps import RuntimeDep, Unlocked, User
 from voxgate.api.errors import PayloadTooLarge, error_response
 from voxgate.api.schemas import (
@@ -30,12 +31,16 @@ from voxgate.api.schemas import (
 )
 from voxgate.biometrics.profile import CalibrationProfile, Channel
 from voxgate.errors import ProfileError
+from voxgate.service.cluster import entry_of
 from voxgate.service.runtime import Runtime
+from voxgate.service.shared import StreamEntry
 from voxgate.store import profiles
 from voxgate.streams import StreamSession, StreamType
 from voxgate.streams.inference import InferenceEngine
+from voxgate.streams.registry import info_matches, parse_uuid
 
 log = logging.getLogger(__name__)
+
 
 router = APIRouter(tags=["streams"])
 
@@ -142,6 +147,13 @@ class StreamInfo(BaseModel):
     last_score: float | None = Field(
         default=None, description="The score (LLR) of the last verification.", examples=[4.21]
     )
+    node: str | None = Field(
+        default=None,
+        description="The node (voxgate process) that runs the stream (`VOXGATE_NODE_ID`). In a cluster, "
+        "another node's stream shows what its owner published at its last heartbeat (at most a second "
+        "old).",
+        examples=["voxgate-1"],
+    )
 
 
 class StreamList(BaseModel):
@@ -214,6 +226,14 @@ class Status(BaseModel):
     pbx: dict[str, PbxRegistration] = Field(
         default_factory=dict, description="Registration of each started PBX instance, by id (/api/v2/pbx/)."
     )
+    node: str | None = Field(
+        default=None, description="The node that answered (`VOXGATE_NODE_ID`).", examples=["voxgate-1"]
+    )
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="In a cluster (`VOXGATE_REDIS_URL`), the live nodes; `streams` and `running` count "
+        "every node's streams. Empty on one process.",
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -228,22 +248,27 @@ def _state(session: StreamSession, received_bytes: int | None = None) -> StreamS
     )
 
 
-def _info(session: StreamSession) -> StreamInfo:
+def _info(entry: StreamEntry) -> StreamInfo:
     return StreamInfo(
-        uuid=session.uuid,
-        type=session.type,
-        info=session.info,
-        started=session.started,
-        frequency=session.sample_rate_hz,
-        duration_s=round(session.duration_s, 6),
-        speech_length=round(session.speech_s, 3),
-        heard_speech_length=round(session.heard_speech_s, 3),
-        backlog_s=round(session.backlog_s, 3),
-        capped=session.capped,
-        dropped_s=round(session.dropped_s, 3),
-        last_verdict=session.last_verdict,
-        last_score=session.last_score,
+        uuid=entry.uuid,
+        type=StreamType(entry.type),
+        info=entry.info,
+        started=datetime.fromisoformat(entry.started),
+        frequency=entry.frequency,
+        duration_s=entry.duration_s,
+        speech_length=entry.speech_length,
+        heard_speech_length=entry.heard_speech_length,
+        backlog_s=entry.backlog_s,
+        capped=entry.capped,
+        dropped_s=entry.dropped_s,
+        last_verdict=entry.last_verdict,
+        last_score=entry.last_score,
+        node=entry.node,
     )
+
+
+def _local_info(runtime: Runtime, session: StreamSession) -> StreamInfo:
+    return _info(entry_of(session, runtime.node_id))
 
 
 # -- the HTTP door -------------------------------------------------------------------------------------
@@ -273,12 +298,17 @@ def _info(session: StreamSession) -> StreamInfo:
     },
 )
 async def open_stream(
-    user: User, runtime: RuntimeDep, body: Annotated[StreamOpenRequest | None, Body()] = None
+    user: User,
+    runtime: RuntimeDep,
+    response: Response,
+    body: Annotated[StreamOpenRequest | None, Body()] = None,
 ) -> StreamOpened:
     body = body or StreamOpenRequest()
     session = await runtime.streams.create(
         StreamType.HTTP, body.frequency, body.info or {}, channels=body.channels, channel=body.channel
     )
+    response.headers[STREAM_HEADER] = session.uuid  # a proxy sticks the uuid to X-Voxgate-Node
+    response.headers[NODE_HEADER] = runtime.node_id
     return StreamOpened(uuid=session.uuid)
 
 
@@ -304,8 +334,12 @@ async def open_stream(
         413: error_response("Request body too large.", "..."),
     },
 )
-async def stream_data(uuid: str, request: Request, user: User, runtime: RuntimeDep) -> StreamState:
-    session = runtime.streams.get(uuid, StreamType.HTTP)
+async def stream_data(
+    uuid: str, request: Request, user: User, runtime: RuntimeDep
+) -> StreamState | Response:
+    session = await here_or_owner(runtime, request, uuid, StreamType.HTTP, content=request.stream())
+    if isinstance(session, Response):
+        return session
     limit = runtime.settings.max_stream_request_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -340,8 +374,10 @@ async def stream_data(uuid: str, request: Request, user: User, runtime: RuntimeD
     description="Closes the stream; its uuid can no longer be enrolled or verified.",
     responses={401: UNAUTHORIZED, 404: STREAM_NOT_FOUND},
 )
-async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamState:
-    session = runtime.streams.get(uuid, StreamType.HTTP)
+async def close_stream(uuid: str, request: Request, user: User, runtime: RuntimeDep) -> StreamState | Response:
+    session = await here_or_owner(runtime, request, uuid, StreamType.HTTP)
+    if isinstance(session, Response):
+        return session
     await runtime.streams.close(session.uuid, "closed")
     return _state(session)
 
@@ -356,7 +392,18 @@ async def close_stream(uuid: str, user: User, runtime: RuntimeDep) -> StreamStat
     responses={401: UNAUTHORIZED},
 )
 async def list_streams(user: User, runtime: RuntimeDep) -> StreamList:
-    return StreamList(streams=[_info(s) for s in runtime.streams.all()])
+    local = [_local_info(runtime, s) for s in runtime.streams.all()]
+    return StreamList(streams=_oldest_first(local + await _remote(runtime)))
+
+
+async def _remote(runtime: Runtime) -> list[StreamInfo]:
+    """The other nodes' live streams (none on one process)."""
+    cluster = runtime.cluster
+    return [] if cluster is None else [_info(e) for e in await cluster.remote_streams()]
+
+
+def _oldest_first(streams: list[StreamInfo]) -> list[StreamInfo]:
+    return sorted(streams, key=lambda s: s.started)
 
 
 @router.post(
@@ -371,8 +418,19 @@ async def find_streams(
     user: User, runtime: RuntimeDep, body: Annotated[StreamQuery | None, Body()] = None
 ) -> StreamList:
     body = body or StreamQuery()
-    found = runtime.streams.find(body.uuid, body.info)
-    return StreamList(streams=[_info(s) for s in found])
+    found = [_local_info(runtime, s) for s in runtime.streams.find(body.uuid, body.info)]
+    wanted_uuid = _canonical(body.uuid)
+    for remote in await _remote(runtime):
+        if (body.uuid is None or remote.uuid == wanted_uuid) and info_matches(remote.info, body.info or {}):
+            found.append(remote)
+    return StreamList(streams=_oldest_first(found))
+
+
+def _canonical(stream_uuid: str | None) -> str | None:
+    try:
+        return None if stream_uuid is None else parse_uuid(stream_uuid)
+    except ValueError:
+        return None
 
 
 async def _profile_summary(runtime: Runtime, sample_rate_hz: int) -> ProfileSummary | None:
@@ -406,10 +464,15 @@ async def status(user: User, runtime: RuntimeDep) -> Status:
             for m in biometrics.models.values()
         ]
     )
+    by_type = {t.value: n for t, n in streams.running_by_type().items()}
+    remote = await runtime.cluster.remote_streams() if runtime.cluster is not None else []
+    for entry in remote:
+        by_type[entry.type] = by_type.get(entry.type, 0) + 1
+    nodes = await runtime.cluster.nodes() if runtime.cluster is not None else []
     return Status(
         version=__version__,
-        streams={t.value: n for t, n in streams.running_by_type().items()},
-        running=len(streams),
+        streams=by_type,
+        running=len(streams) + len(remote),
         max_at_once=streams.max_at_once,
         max_streams=streams.max_streams,
         models=models,
@@ -420,6 +483,8 @@ async def status(user: User, runtime: RuntimeDep) -> Status:
         maintenance=runtime.locked,
         pbx=registration_states(runtime),
         engine=_engine_status(streams.engine),
+        node=runtime.node_id,
+        nodes=nodes,
     )
 
 

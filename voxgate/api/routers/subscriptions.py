@@ -33,6 +33,7 @@ from voxgate.store.subscriptions import (
     Subscription,
     SubscriptionNotFound,
 )
+from voxgate.streams import StreamNotFound
 from voxgate.streams.registry import parse_uuid
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,14 @@ for good (a `webhook` event `failed`, "target not allowed").
 async def subscribe(body: SubscriptionRequest, user: User, runtime: RuntimeDep) -> SubscriptionCreated:
     check_target(body.webhook, runtime.settings.webhook_allowed_networks)  # TargetNotAllowed: 400
     channel = body.channel_uuid
-    if body.type != "streams":
-        channel = runtime.streams.get(channel).uuid  # live here, and in its canonical form
+    if body.type != "streams":  # a live stream, in its canonical form; its owner sends the callbacks
+        try:
+            channel = runtime.streams.get(channel).uuid
+        except StreamNotFound:
+            elsewhere = await runtime.cluster.elsewhere(channel) if runtime.cluster is not None else None
+            if elsewhere is None:
+                raise
+            channel = elsewhere
     try:
         created = await subscriptions.add(
             runtime.store.sessions, body.type, channel, body.webhook, body.external_id

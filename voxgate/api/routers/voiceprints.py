@@ -26,9 +26,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, File, Form, Response, UploadFile
+from fastapi import APIRouter, Body, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
+from voxgate.api.cluster import here_or_owner
 from voxgate.api.deps import RuntimeDep, Unlocked, User
 from voxgate.api.errors import BadRequest, error_response
 from voxgate.api.schemas import LOCKED, UNAUTHORIZED, UUID_EXAMPLE
@@ -201,9 +202,11 @@ ENROLL_STATUS = {enrollment.NOT_ENOUGH_SPEECH: 200, enrollment.CREATED: 201}
     },
 )
 async def enroll(
-    body: StreamAction, response: Response, user: User, runtime: RuntimeDep
-) -> EnrollResponse:
-    stream = runtime.streams.get(body.uuid)
+    body: StreamAction, request: Request, response: Response, user: User, runtime: RuntimeDep
+) -> EnrollResponse | Response:
+    stream = await here_or_owner(runtime, request, body.uuid)
+    if isinstance(stream, Response):
+        return stream
     outcome = await enrollment.enroll_stream(runtime, stream, body.external_id)
     if outcome.result == enrollment.EXISTS:
         raise VoiceprintExists(outcome.message)
@@ -232,10 +235,12 @@ async def enroll(
     dependencies=[Unlocked],
     responses={401: UNAUTHORIZED, 404: STREAM_OR_VOICEPRINT, 423: LOCKED, 503: NO_MODELS},
 )
-async def verify(body: StreamAction, user: User, runtime: RuntimeDep) -> VerifyResponse:
+async def verify(body: StreamAction, request: Request, user: User, runtime: RuntimeDep) -> VerifyResponse | Response:
     started = time.perf_counter()
     try:
-        stream = runtime.streams.get(body.uuid)
+        stream = await here_or_owner(runtime, request, body.uuid)
+        if isinstance(stream, Response):
+            return stream
         outcome = await verification.verify_stream(runtime, stream, body.external_id)
         if outcome.result == verification.VOICEPRINT_NOT_FOUND:
             raise VoiceprintNotFound(outcome.message)
