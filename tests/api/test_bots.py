@@ -41,9 +41,15 @@ PHRASE = "zero one two three four five six seven eight nine"
 
 
 @pytest.fixture(scope="module")
-def server_env() -> Iterator[None]:
-    """The live server's settings: callbacks to this host's receiver, streams that wait for the bot."""
+def server_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The live server's settings: callbacks to this host's receiver, streams that wait for the bot, a
+    configuration-set file."""
+    sets = tmp_path_factory.mktemp("bots") / "sets.json"
+    sets.write_text(
+        json.dumps({"strict": {"type": "text-dependent", "verifyMaxUtterances": 2, "profile": "passphrase"}})
+    )
     with pytest.MonkeyPatch.context() as env:
+        env.setenv("VOXGATE_BOT_CONFIG_SETS", str(sets))
         env.setenv("VOXGATE_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
         env.setenv("VOXGATE_STREAM_IDLE_TIMEOUT_S", "60")
         env.setenv("VOXGATE_STREAM_FIRST_AUDIO_TIMEOUT_S", "60")
@@ -502,6 +508,30 @@ async def test_prefixes_keep_customers_apart(server: tuple[str, dict[str, str]],
             assert [s["speaker_id"] for s in listed.json()["speakers"]] == ["42"], listed.text
             snapshot = await client.get("/api/v2/snapshot/generate", params={"prefix": prefix})
             assert [v["external_id"] for v in snapshot.json()["voiceprints"]] == [f"{prefix}42"]
+
+        # a configuration set chosen per operation: its limit and its profile
+        gateway = Gateway(client, 16000)
+        await gateway.open()
+        await gateway.post(
+            activity(
+                "speakerVerificationVerify",
+                speakerVerificationSpeakerId="42",
+                speakerVerificationSpeakerPrefix="globex:",
+                speakerVerificationConfigSet="strict",
+            )
+        )
+        await gateway.say(clip(speech_dir, ARABIC, voices["globex:"], 5)[0])
+        checked = await gateway.event()
+        assert checked["name"] == "speakerVerificationVerifyCompleted" and checked["value"]["success"], (
+            checked
+        )
+        raw = checked["value"]["rawResult"]
+        assert (raw["config_set"], raw["max_utterances"], raw["profile"]) == (
+            "strict",
+            2,
+            "wideband-passphrase",
+        )
+        assert checked["value"]["verified"] in ("yes", "unknown"), checked
 
         async def ask(name: str, prefix: str) -> dict[str, Any]:
             body = activity(name, speakerVerificationSpeakerId="42", speakerVerificationSpeakerPrefix=prefix)
