@@ -139,3 +139,19 @@ async def delete(sessions: async_sessionmaker[AsyncSession], external_id: str) -
 async def count(sessions: async_sessionmaker[AsyncSession]) -> int:
     async with sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(VoiceprintRow)) or 0)
+
+
+async def with_prefix(
+    sessions: async_sessionmaker[AsyncSession], prefix: str, limit: int = 1000
+) -> list[StoredVoiceprint]:
+    """The voiceprints whose external_id starts with ``prefix`` (a voice bot's speakers), by external_id."""
+    async with sessions() as session:
+        if unstorable(session, prefix):
+            return []
+        rows = await session.scalars(
+            select(VoiceprintRow)
+            .where(VoiceprintRow.external_id.startswith(prefix, autoescape=True))
+            .order_by(VoiceprintRow.external_id)
+            .limit(limit)
+        )
+        return [_to_stored(row) for row in rows]
