@@ -28,13 +28,20 @@ def test_more_than_one_worker_without_redis_is_refused(tmp_path: Path) -> None:
     env.update(VOXGATE_DATA_DIR=str(tmp_path), PYTHONPATH=str(REPO))
     done = subprocess.run(
         [sys.executable, "-m", "voxgate", "serve", "--port", "0", "--workers", "2"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2, done.stderr
     assert "2 workers need VOXGATE_REDIS_URL" in done.stderr
     env["VOXGATE_WORKERS"] = "3"
     done = subprocess.run(
-        [sys.executable, "-m", "voxgate", "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "voxgate", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2 and "VOXGATE_WORKERS above 1 needs VOXGATE_REDIS_URL" in done.stderr
 
@@ -46,7 +53,9 @@ def two_workers(
     name = f"workers_{int(time.time() * 1000) % 10**9}"
     url = postgres_server.create_database(name)
     env = cluster_env(url, redis_url, model_dir, PASSWORD)
-    env["VOXGATE_NODE_URL"] = "http://127.0.0.1:9"  # the box's host; each worker forwards to a port of its own
+    env["VOXGATE_NODE_URL"] = (
+        "http://127.0.0.1:9"  # the box's host; each worker forwards to a port of its own
+    )
     env["VOXGATE_METRICS_PORT"] = "0"  # one metrics port for the box
     box = start_node("box", tmp_path / "box", env, args=("--workers", "2"))
     try:
@@ -57,7 +66,9 @@ def two_workers(
         postgres_server.drop_database(name)
 
 
-def test_two_workers_share_one_port_and_answer_for_each_others_streams(two_workers: Node, speech_dir: Path) -> None:
+def test_two_workers_share_one_port_and_answer_for_each_others_streams(
+    two_workers: Node, speech_dir: Path
+) -> None:
     base = two_workers.url
     deadline = time.monotonic() + 90
     while len(status(base)["nodes"]) < 2:  # the second worker may still be loading its models
@@ -98,7 +109,9 @@ def test_two_workers_share_one_port_and_answer_for_each_others_streams(two_worke
     lost = [uuid for uuid, node in owners.items() if node == "box-1"]
     os.kill(int(pids.group(2)), signal.SIGKILL)
     deadline = time.monotonic() + 15
-    while set(lost) & {s["uuid"] for s in httpx.get(f"{base}/api/v2/streams", headers=token).json()["streams"]}:
+    while set(lost) & {
+        s["uuid"] for s in httpx.get(f"{base}/api/v2/streams", headers=token).json()["streams"]
+    }:
         assert time.monotonic() < deadline, "the killed worker's streams are still listed"
         time.sleep(0.2)
     deadline = time.monotonic() + 5  # written by the first node whose heartbeat notices
@@ -114,18 +127,19 @@ def test_two_workers_share_one_port_and_answer_for_each_others_streams(two_worke
 
 def stop_events(base: str, token: dict[str, str], uuid: str) -> list[dict[str, Any]]:
     params = {"type": "stream_stop", "stream": uuid}
-    found: list[dict[str, Any]] = httpx.get(f"{base}/api/v2/logging", params=params, headers=token).json()["events"]
+    found: list[dict[str, Any]] = httpx.get(f"{base}/api/v2/logging", params=params, headers=token).json()[
+        "events"
+    ]
     return found
 
 
 def login(base: str) -> dict[str, str]:
-    key = httpx.post(f"{base}/rest-auth/login/", json={"username": "admin", "password": PASSWORD}).json()["key"]
+    key = httpx.post(f"{base}/rest-auth/login/", json={"username": "admin", "password": PASSWORD}).json()[
+        "key"
+    ]
     return {"Authorization": f"Token {key}"}
 
 
 def status(base: str) -> dict[str, Any]:
     found: dict[str, Any] = httpx.get(f"{base}/api/v2/status", headers=login(base)).json()
     return found
-
-
-

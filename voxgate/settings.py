@@ -313,6 +313,33 @@ class Settings(BaseSettings):
         "link-local...), comma-separated CIDRs, e.g. `10.20.0.0/16,fd00:1::/64`; empty: public addresses only.",
     )
 
+    # voice bots (the VoiceAI Connect speaker-verification events)
+    bot_speaker_prefix: str = Field(
+        default="",
+        max_length=128,
+        description="speakerVerificationSpeakerPrefix when neither the stream nor the bot sets one: prefixed "
+        "to every speaker id, so one server keeps distinct customers' speakers apart.",
+    )
+    bot_config_sets: Path | None = Field(
+        default=None,
+        description="JSON file of named configuration sets (speakerVerificationConfigSet): type, utterance "
+        "limits, minimum speech, calibration profile, end-of-speech silence, timeout; unset: the two built-in "
+        "sets `text-dependent` and `text-independent`.",
+    )
+    bot_end_of_speech_s: float = Field(
+        default=0.8,
+        ge=0,
+        le=10,
+        description="Silence after speech that ends a bot utterance (voxgate's own end-of-speech detection); "
+        "0: only the bot's speakerVerificationEndOfUtterance messages end one.",
+    )
+    bot_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="An enroll or verify operation not complete this long after it started fails.",
+    )
+
     # telephony (PBX instances themselves are stored, see /api/v2/pbx/)
     sip_bind_host: str = Field(
         default="0.0.0.0", description="Address the SIP and RTP sockets of PBX instances bind to."
@@ -423,6 +450,13 @@ class Settings(BaseSettings):
             )
         if self.metrics_port and self.metrics_port in (self.port, self.ws_port):
             raise ValueError("VOXGATE_METRICS_PORT must differ from VOXGATE_PORT and VOXGATE_WS_PORT")
+        if self.bot_config_sets is not None:
+            from voxgate.service.bots.config import BadParameter, load_sets
+
+            try:
+                load_sets(self)
+            except BadParameter as exc:
+                raise ValueError(exc.message) from None
         return self
 
     @property

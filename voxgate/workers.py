@@ -98,7 +98,9 @@ class Supervisor:
             argv += ["--metrics-fd", str(self.metrics.fileno())]
         return argv
 
-    def _spawn(self, index: int, environ: dict[str, str], ready_fd: int | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, index: int, environ: dict[str, str], ready_fd: int | None = None
+    ) -> subprocess.Popen[bytes]:
         fds = [s.fileno() for s in self.api] + ([self.metrics.fileno()] if self.metrics is not None else [])
         argv = self._argv(index)
         if ready_fd is not None:
@@ -131,7 +133,11 @@ class Supervisor:
         self.workers = [self._first(environ)]
         self.workers += [self._spawn(i, environ) for i in range(1, self.count)]
         self.started = [time.monotonic()] * self.count
-        print(f"voxgate: {self.count} workers (pids {', '.join(str(w.pid) for w in self.workers if w)})", file=sys.stderr, flush=True)
+        print(
+            f"voxgate: {self.count} workers (pids {', '.join(str(w.pid) for w in self.workers if w)})",
+            file=sys.stderr,
+            flush=True,
+        )
         while not self.stopping:
             time.sleep(0.5)
             for index, worker in enumerate(self.workers):
@@ -139,7 +145,9 @@ class Supervisor:
                     continue
                 if time.monotonic() - self.started[index] < RESTART_S:
                     continue  # it died young: wait before trying again
-                log.error("worker %d (pid %d) exited with %s; restarting it", index, worker.pid, worker.returncode)
+                log.error(
+                    "worker %d (pid %d) exited with %s; restarting it", index, worker.pid, worker.returncode
+                )
                 self.workers[index] = self._spawn(index, environ)
                 self.started[index] = time.monotonic()
         self._stop_workers()
@@ -164,12 +172,12 @@ class Supervisor:
             sock.close()
 
 
-def supervise(
-    settings: Settings, count: int, host: str, ports: Sequence[int], serve_args: list[str]
-) -> int:
+def supervise(settings: Settings, count: int, host: str, ports: Sequence[int], serve_args: list[str]) -> int:
     """Bind the ports, run ``count`` workers until SIGTERM/SIGINT; the exit code."""
     api = [bind(host, port) for port in ports]
-    metrics = bind(settings.metrics_host, settings.metrics_port) if settings.metrics_port is not None else None
+    metrics = (
+        bind(settings.metrics_host, settings.metrics_port) if settings.metrics_port is not None else None
+    )
     environ = dict(os.environ)
     own_metrics_dir = None
     if not environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -8,8 +8,10 @@ its streams shown ended within a few seconds, and nothing stored before the kill
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid as uuid_module
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,12 @@ import pytest
 
 from tests.api.test_end_to_end import _pcm, _speech
 from tests.api.test_webhooks import Receiver, receiver  # noqa: F401  (a fixture)
+from tests.api.test_websocket import client as ws_client
+from tests.api.test_websocket import payloads
 from tests.nodes import Node, cluster_env, start_node
 from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer
+from voxgate.audio.g711 import ulaw_encode_float
 
 PASSWORD = "cluster-test-password"
 
@@ -55,7 +60,9 @@ def nodes(shared_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 def client(node: Node) -> httpx.Client:
     login = httpx.post(f"{node.url}/rest-auth/login/", json={"username": "admin", "password": PASSWORD})
     assert login.status_code == 200, login.text
-    return httpx.Client(base_url=node.url, timeout=120, headers={"Authorization": f"Token {login.json()['key']}"})
+    return httpx.Client(
+        base_url=node.url, timeout=120, headers={"Authorization": f"Token {login.json()['key']}"}
+    )
 
 
 def open_stream(http: httpx.Client, callid: str) -> str:
@@ -125,9 +132,40 @@ def _live(http: httpx.Client) -> dict[str, dict[str, Any]]:
     first = json.loads(response.text.split("\n\n")[0].split("data: ", 1)[1])
     return {s["uuid"]: s for s in first["running"]}
 
+@pytest.mark.asyncio
+async def test_a_websocket_stream_on_node_1_is_verified_through_node_2(
+    nodes: list[Node], speech_dir: Path
+) -> None:
+    """HAProxy cannot stick a WebSocket stream's polls to its owner (the uuid is inside the connection):
+    any node answers them, forwarded."""
+    with client(nodes[0]) as one:
+        token = one.headers["Authorization"]
+    stream_uuid, stream_sid = str(uuid_module.uuid4()), "MZ" + uuid_module.uuid4().hex
+    frames = payloads(ulaw_encode_float(_speech(speech_dir, "3080", slice(3, 5))))
+    url = nodes[0].url.replace("http://", "ws://") + "/ws"
+    async with (
+        ws_client(url, {"Authorization": token}) as ws,
+        httpx.AsyncClient(base_url=nodes[1].url, headers={"Authorization": token}, timeout=60) as two,
+    ):
+        await ws.handshake()
+        assert (await ws.start(stream_sid, stream_uuid))["status"] == 201
+        for frame in frames:
+            await ws.media(stream_sid, frame)
+        deadline = time.monotonic() + 60
+        while True:
+            polled = await two.post("/api/v2/verify", json={"uuid": stream_uuid, "external_id": "customer-a"})
+            assert polled.status_code == 200 and polled.headers["X-Voxgate-Node"] == "node-1", polled.text
+            if polled.json()["result"] == "verified":
+                break
+            assert time.monotonic() < deadline, polled.text
+            await asyncio.sleep(0.5)
+        assert (await ws.stop(stream_sid))["status"] == 204  # stopped
+
 
 def test_a_webhook_subscribed_on_node_2_is_sent_once_a_tick_by_the_streams_owner(
-    nodes: list[Node], speech_dir: Path, receiver: Receiver  # noqa: F811
+    nodes: list[Node],
+    speech_dir: Path,
+    receiver: Receiver,  # noqa: F811
 ) -> None:
     one, two = (client(n) for n in nodes)
     with one, two:
@@ -159,7 +197,9 @@ def test_a_lock_on_node_1_refuses_new_streams_on_node_2_within_a_second(nodes: l
             locked_at = time.monotonic()
             while (refused := two.post("/api/v2/stream/HTTP", json={})).status_code != 423:
                 assert refused.status_code == 201, refused.text
-                assert time.monotonic() - locked_at < 1.0, "node 2 still opens streams a second after the lock"
+                assert time.monotonic() - locked_at < 1.0, (
+                    "node 2 still opens streams a second after the lock"
+                )
                 time.sleep(0.02)
             print(f"lock reached node 2 within {(time.monotonic() - locked_at) * 1000:.0f} ms")
             assert "maintenance" in refused.json()["detail"]
@@ -230,16 +270,19 @@ def test_a_killed_nodes_streams_end_within_seconds_and_nothing_stored_is_lost(
             feed(three, doomed, _speech(speech_dir, "3080", slice(0, 3)))
             enrolled = three.post("/api/v2/enroll", json={"uuid": doomed, "external_id": "customer-k"})
             assert enrolled.status_code == 201, enrolled.text
-            assert [s["node"] for s in one.post("/api/v2/streams", json={"uuid": doomed}).json()["streams"]] == [
-                "node-3"
-            ]
+            assert [
+                s["node"] for s in one.post("/api/v2/streams", json={"uuid": doomed}).json()["streams"]
+            ] == ["node-3"]
             three_node.stop(kill=True)
             killed_at = time.monotonic()
             while one.post("/api/v2/streams", json={"uuid": doomed}).json()["streams"]:
                 assert time.monotonic() - killed_at < 6.0, "the dead node's stream is still listed"
                 time.sleep(0.1)
             detected_s = time.monotonic() - killed_at
-            assert one.post("/api/v2/verify", json={"uuid": doomed, "external_id": "customer-k"}).status_code == 404
+            assert (
+                one.post("/api/v2/verify", json={"uuid": doomed, "external_id": "customer-k"}).status_code
+                == 404
+            )
             assert one.post("/api/v2/voiceprint", json={"external_id": "customer-k"}).json()["exists"] is True
             deadline = time.monotonic() + 3.0
             while not (stops := _stops(one, doomed)):
@@ -258,6 +301,23 @@ def _stops(http: httpx.Client, uuid: str) -> list[dict[str, Any]]:
         "/api/v2/logging", params={"type": "stream_stop", "stream": uuid}
     ).json()["events"]
     return events
+
+
+def test_failed_logins_are_counted_across_nodes(nodes: list[Node]) -> None:
+    """Five free failures per client address (the policy), wherever they land; the sixth is blocked."""
+    for attempt in range(5):
+        node = nodes[attempt % 2]
+        wrong = httpx.post(f"{node.url}/rest-auth/login/", json={"username": "mallory", "password": "guess"})
+        assert wrong.status_code == 400, wrong.text
+    blocked = httpx.post(f"{nodes[0].url}/rest-auth/login/", json={"username": "admin", "password": PASSWORD})
+    assert blocked.status_code == 429, "five failures on two nodes count as five"
+    time.sleep(int(blocked.headers["Retry-After"]))
+    assert (
+        httpx.post(  # a success clears the address again (for later tests)
+            f"{nodes[1].url}/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.slow

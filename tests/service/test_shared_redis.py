@@ -115,7 +115,9 @@ async def test_a_restarted_nodes_old_streams_are_reaped_as_lost(
     assert [e.uuid for e in reaped] == ["u-old"], "the old process's stream ended with it: reported"
 
 
-async def test_failed_logins_are_counted_across_nodes(nodes: tuple[RedisState, RedisState, Heard, Heard]) -> None:
+async def test_failed_logins_are_counted_across_nodes(
+    nodes: tuple[RedisState, RedisState, Heard, Heard],
+) -> None:
     one, two, _, _ = nodes
     policy = Policy(free_failures=2, base_delay_s=30.0, max_delay_s=60.0)
     local = LoginThrottle(per_address=policy, per_username=policy)
@@ -123,7 +125,9 @@ async def test_failed_logins_are_counted_across_nodes(nodes: tuple[RedisState, R
     await on_one.failure("10.0.0.9", "admin")
     assert await on_two.retry_after_header("10.0.0.9", "admin") == 0
     await on_two.failure("10.0.0.9", "admin")
-    assert await on_one.retry_after_header("10.0.0.9", "admin") == 30, "two failures on two nodes count as two"
+    assert await on_one.retry_after_header("10.0.0.9", "admin") == 30, (
+        "two failures on two nodes count as two"
+    )
     assert len(local) == 0, "nothing is counted in the process"
     await on_one.success("10.0.0.9", "admin")
     assert await on_two.retry_after_header("10.0.0.10", "admin") == 0, "the username's count went down by one"

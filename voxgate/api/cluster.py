@@ -29,7 +29,9 @@ NODE_HEADER = "X-Voxgate-Node"
 STREAM_HEADER = "X-Voxgate-Stream"
 FORWARDED_HEADER = "X-Voxgate-Forwarded"
 PASSED_ON = frozenset({"authorization", "content-type"})  # request headers the owner needs
-PASSED_BACK = frozenset({"content-type", "retry-after", NODE_HEADER.lower()})  # answer headers the caller needs
+PASSED_BACK = frozenset(
+    {"content-type", "retry-after", NODE_HEADER.lower()}
+)  # answer headers the caller needs
 
 
 class NodeHeader:
@@ -68,7 +70,9 @@ async def here_or_owner(
     try:
         return runtime.streams.get(stream_uuid, type)
     except StreamNotFound:
-        owners = await forward(runtime, request, stream_uuid, content if content is not None else await request.body())
+        owners = await forward(
+            runtime, request, stream_uuid, content if content is not None else await request.body()
+        )
         if owners is None:
             raise
         return owners

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from voxgate import errors, streams
 from voxgate.api.websocket import protocol
 from voxgate.evaluation import datasets, trials
-from voxgate.service import calibration, cluster, shared, telephony, webhooks
+from voxgate.service import bots, calibration, cluster, shared, telephony, webhooks
 from voxgate.store import backup, pbx, snapshots, subscriptions
 from voxgate.store import profiles as store_profiles
 from voxgate.telephony import agent, calls, digest, sdp
@@ -121,6 +121,9 @@ STATUS: dict[type[errors.VoxgateError], int] = {
     subscriptions.SubscriptionExists: 409,
     subscriptions.SubscriptionNotFound: 404,
     webhooks.TargetNotAllowed: 400,
+    # voice bots
+    bots.ActivityError: 400,
+    bots.BadParameter: 400,
     # telephony
     pbx.PbxNotFound: 404,
     telephony.PbxStartFailed: 400,

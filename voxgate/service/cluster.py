@@ -81,6 +81,8 @@ class Cluster:
         self.started = time.time()
         self.client: httpx.AsyncClient | None = None  # forwards a stream's requests to its owner
         self._beater: asyncio.Task[None] | None = None
+        self._announcing: asyncio.Task[None] | None = None
+        self._flag: bool | None = None  # the shared maintenance flag as this node last saw it
         self._owners: dict[str, tuple[float, NodeInfo]] = {}
 
     @property
@@ -98,6 +100,7 @@ class Cluster:
         if not self.distributed:
             return
         self.client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT_S, follow_redirects=False)
+        self._flag = self.runtime.locked  # the runtime read the shared flag before starting this
         await self.beat()
         self._beater = asyncio.create_task(self._beat_forever(), name="voxgate-heartbeat")
 
@@ -119,7 +122,7 @@ class Cluster:
             return
         self.url = url.rstrip("/")
         if self._beater is not None:
-            asyncio.get_running_loop().create_task(self._beat_logged())
+            self._announcing = asyncio.get_running_loop().create_task(self._beat_logged())
 
     async def _beat_forever(self) -> None:
         period = self.ttl_s / 3
@@ -140,14 +143,23 @@ class Cluster:
         registry = self.runtime.registry
         sessions = registry.all() if registry is not None else []
         node = NodeInfo(self.node_id, self.url, self.started, len(sessions))
-        await self.shared.heartbeat(node, self.ttl_s, [entry_of(s, self.node_id, self.started) for s in sessions if not s.closed])
+        await self.shared.heartbeat(
+            node, self.ttl_s, [entry_of(s, self.node_id, self.started) for s in sessions if not s.closed]
+        )
         locked = await self.shared.locked()
-        if locked is not None and locked != self.runtime.locked:
-            log.warning("maintenance mode %s by another node", "on" if locked else "off")
-            self.runtime.locked = locked
+        if locked is not None and locked != self._flag:  # changed since last seen: a signal we missed
+            self._flag = locked  # (not merely different: a lock made here is stored a moment later)
+            if locked != self.runtime.locked:
+                log.warning("maintenance mode %s by another node", "on" if locked else "off")
+                self.runtime.locked = locked
         mine = {s.uuid for s in registry.all()} if registry is not None else set()
         for entry in await self.shared.reap(mine, self.started):
-            await self._record_lost(entry)
+            try:
+                await self._record_lost(entry)
+            except Exception:  # the store away: the stream is gone all the same
+                log.exception(
+                    "could not record the end of a dead node's stream", extra={"stream_uuid": entry.uuid}
+                )
 
     async def _record_lost(self, entry: StreamEntry) -> None:
         """What the dead owner would have done when its stream closed: the event, and the end of the

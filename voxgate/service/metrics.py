@@ -95,7 +95,8 @@ INFERENCE = Counter(
 ENROLLMENTS = Counter(
     "voxgate_enrollments",
     "Enrollment answers by source (`stream`: POST /api/v2/enroll and the enroll webhook; `recordings`: "
-    "import and `voxgate enroll`) and result (created, not_enough_speech, exists; recordings: failed).",
+    "import and `voxgate enroll`; `bot`: a voice bot's enroll operation) and result (created, not_enough_speech, "
+    "exists; recordings and bot: failed).",
     ["source", "result"],
     registry=REGISTRY,
 )

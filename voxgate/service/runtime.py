@@ -27,6 +27,7 @@ from typing import ParamSpec, TypeVar
 from voxgate.biometrics.engine import Biometrics
 from voxgate.errors import ModelError, ModelNotPrepared, NotRunning, ProfileError
 from voxgate.service import accounts, housekeeping, keys, metrics, models, telephony
+from voxgate.service.bots import BotSessions, load_sets
 from voxgate.service.cluster import Cluster
 from voxgate.service.folding import FoldedEvents
 from voxgate.service.shared import LocalState, SharedState, Throttle
@@ -64,6 +65,7 @@ class Runtime:
         self.registry: StreamRegistry | None = None
         self.pbx_instances: PbxInstances | None = None
         self.webhooks: Webhooks | None = None
+        self.bots: BotSessions | None = None  # the voice-bot operations (voxgate.service.bots)
         self._store: Store | None = None
         self.purge_task: asyncio.Task[None] | None = None
         self.metrics_task: asyncio.Task[None] | None = None  # multi-process mode only
@@ -200,6 +202,8 @@ class Runtime:
         )
         registry.start()
         self.registry = registry
+        self.bots = BotSessions(self, load_sets(settings))
+        registry.listen(on_stop=self.bots.stream_stopped)
 
         cluster = Cluster(self, self.shared, ttl_s=settings.node_ttl_s)
         if self.shared.distributed:
@@ -235,6 +239,9 @@ class Runtime:
         webhooks, self.webhooks = self.webhooks, None
         if webhooks is not None:
             await webhooks.stop(drain_s=min(WEBHOOK_DRAIN_S, self.settings.webhook_timeout_s))
+        bots, self.bots = self.bots, None
+        if bots is not None:
+            await bots.stop()  # each running operation tells its bot, while the streams still live
         instances, self.pbx_instances = self.pbx_instances, None
         if instances is not None:
             await instances.stop_all()  # hang up every call before the registry stops

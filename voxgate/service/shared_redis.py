@@ -72,7 +72,11 @@ class RedisState(SharedState):
         super().__init__(node_id)
         self.url = url
         self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=2.0, health_check_interval=10
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=2.0,
+            health_check_interval=10,
         )
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -155,13 +159,17 @@ class RedisState(SharedState):
     # -- leases ----------------------------------------------------------------------------------------
 
     async def lease(self, key: str, ttl_s: float) -> bool:
-        taken = await self.client.set(f"{PREFIX}lease:{key}", self.node_id, nx=True, px=max(1, int(ttl_s * 1000)))
+        taken = await self.client.set(
+            f"{PREFIX}lease:{key}", self.node_id, nx=True, px=max(1, int(ttl_s * 1000))
+        )
         return bool(taken)
 
     # -- nodes and streams ------------------------------------------------------------------------------
 
     async def heartbeat(self, node: NodeInfo, ttl_s: float, entries: list[StreamEntry]) -> None:
-        body = json.dumps({"node": node.node, "url": node.url, "started": node.started, "streams": node.streams})
+        body = json.dumps(
+            {"node": node.node, "url": node.url, "started": node.started, "streams": node.streams}
+        )
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(node_key(node.node), body, px=int(ttl_s * 1000))
             pipe.sadd(NODES, node.node)
@@ -303,7 +311,9 @@ class RedisThrottle:
     async def _failure(self, address: str, username: str) -> None:
         now = time.time()
         async with self.client.pipeline(transaction=True) as pipe:
-            for key, policy in zip(self._keys(address, username), (self.per_address, self.per_username), strict=True):
+            for key, policy in zip(
+                self._keys(address, username), (self.per_address, self.per_username), strict=True
+            ):
                 pipe.hincrby(key, "f", 1)
                 pipe.hset(key, "t", repr(now))
                 pipe.expire(key, max(1, math.ceil(policy.forget_after_s)))

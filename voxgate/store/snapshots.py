@@ -144,12 +144,16 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def count_in(session: AsyncSession) -> int:
-    return int(await session.scalar(select(func.count()).select_from(VoiceprintRow)) or 0)
+async def count_in(session: AsyncSession, prefix: str | None = None) -> int:
+    statement = select(func.count()).select_from(VoiceprintRow)
+    if prefix:
+        statement = statement.where(VoiceprintRow.external_id.startswith(prefix, autoescape=True))
+    return int(await session.scalar(statement) or 0)
 
 
-async def entries_in(session: AsyncSession) -> AsyncIterator[SnapshotEntry]:
-    """Every voiceprint with its embeddings, by external_id, streamed from one query."""
+async def entries_in(session: AsyncSession, prefix: str | None = None) -> AsyncIterator[SnapshotEntry]:
+    """Every voiceprint with its embeddings (those whose external_id starts with ``prefix``, if given: one
+    customer's speakers), by external_id, streamed from one query."""
     statement = (
         select(
             VoiceprintRow.id,
@@ -165,6 +169,8 @@ async def entries_in(session: AsyncSession) -> AsyncIterator[SnapshotEntry]:
         .outerjoin(EmbeddingRow, EmbeddingRow.voiceprint_id == VoiceprintRow.id)
         .order_by(VoiceprintRow.external_id, EmbeddingRow.model_id)
     )
+    if prefix:
+        statement = statement.where(VoiceprintRow.external_id.startswith(prefix, autoescape=True))
     result = await session.stream(statement)
     current: Any = None
     embeddings: list[StoredEmbedding] = []
@@ -206,16 +212,19 @@ def header(count: int) -> dict[str, Any]:
     }
 
 
-async def export_chunks(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[bytes]:
-    """The snapshot document as UTF-8 pieces, read from one consistent view of the store.
+async def export_chunks(
+    sessions: async_sessionmaker[AsyncSession], prefix: str | None = None
+) -> AsyncIterator[bytes]:
+    """The snapshot document as UTF-8 pieces, read from one consistent view of the store (only the
+    external_ids that start with ``prefix``, when given: a voice bot's speaker prefix).
 
     Streamed voiceprint by voiceprint, so a large store never sits in memory as one document.
     """
     async with consistent_read(sessions) as session:
-        head = json.dumps(header(await count_in(session)))
+        head = json.dumps(header(await count_in(session, prefix)))
         yield (head[:-1] + ', "voiceprints": [').encode()
         first = True
-        async for entry in entries_in(session):
+        async for entry in entries_in(session, prefix):
             yield (("" if first else ",") + "\n" + json.dumps(entry.to_dict())).encode()
             first = False
         yield b"\n]}\n"

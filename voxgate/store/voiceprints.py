@@ -179,3 +179,19 @@ async def search(
             for external_id, created, speech_s, source in rows
         ]
     return found, total
+
+
+async def with_prefix(
+    sessions: async_sessionmaker[AsyncSession], prefix: str, limit: int = 1000
+) -> list[StoredVoiceprint]:
+    """The voiceprints whose external_id starts with ``prefix`` (a voice bot's speakers), by external_id."""
+    async with sessions() as session:
+        if unstorable(session, prefix):
+            return []
+        rows = await session.scalars(
+            select(VoiceprintRow)
+            .where(VoiceprintRow.external_id.startswith(prefix, autoescape=True))
+            .order_by(VoiceprintRow.external_id)
+            .limit(limit)
+        )
+        return [_to_stored(row) for row in rows]

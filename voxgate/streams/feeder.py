@@ -89,6 +89,7 @@ class Feeder(Generic[StreamT]):
         self._pending_samples = 0
         self._queue: deque[FloatArray] = deque()
         self._queued_samples = 0
+        self._feeding = 0  # samples taken off the queue, being fed
         self._ending = False  # finish(): feed what is queued, then stop
         self._ended = False  # the task is over (or about to be): nothing more is taken
         self._ready = asyncio.Event()  # something was queued (or the end)
@@ -156,6 +157,22 @@ class Feeder(Generic[StreamT]):
         self._ready.set()
         await asyncio.wait({self._task})
 
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Hand over what is pending and wait until everything queued so far reached the session; the
+        feeder goes on. A bot's end-of-utterance message comes after the utterance's frames: this makes
+        them part of the utterance."""
+        if self._pending and not self.done:
+            last = np.concatenate(self._pending)
+            self._pending, self._pending_samples = [], 0
+            if await self._room_for(last.size, _nothing):
+                self._enqueue(last)
+        target = self.fed_samples + self.dropped_samples + self._queued_samples + self._feeding
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.done and self.fed_samples + self.dropped_samples < target:
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.005)
+
     def abandon(self) -> None:
         """Stop now (the stream closed, or its door is gone): what is pending or queued is discarded."""
         self._pending, self._pending_samples = [], 0
@@ -219,11 +236,13 @@ class Feeder(Generic[StreamT]):
                     batches.append(self._queue.popleft())
                     size += batches[-1].size
                 self._queued_samples -= size
+                self._feeding = size
                 self._room.set()
                 if self.session.closed:
                     return  # closed elsewhere: whoever closed it answers for it
                 await self.session.feed(batches[0] if len(batches) == 1 else np.concatenate(batches))
                 self.fed_samples += size
+                self._feeding = 0
         except StreamNotFound:  # StreamClosed: closed elsewhere, and whoever closed it told the client
             return
         except Exception as exc:  # never silent: the door hears of it

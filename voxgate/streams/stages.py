@@ -48,6 +48,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import numpy as np
@@ -132,6 +133,11 @@ class SpeechGate:
     def held_samples(self) -> int:
         """16 kHz samples held back: not released, and not (yet) dropped."""
         return self._seen * WINDOW_SAMPLES - max(self._released_at, self._first * WINDOW_SAMPLES)
+
+    @property
+    def seen(self) -> int:
+        """Windows stepped so far (32 ms each)."""
+        return self._seen
 
     @property
     def in_segment(self) -> bool:
@@ -256,7 +262,8 @@ class SpeechPipeline:
         self.closed = False  # the stream closed: the stages stop and the engine drops its queue
         # VAD runs at 8 kHz for telephone-rate streams (as Biometrics.analyse does offline), else at 16 kHz
         self.vad_rate_hz = vad_rate_for(sample_rate_hz)
-        self.vad_state = VadState(self.vad_rate_hz)  # advanced by whoever runs this stream's VAD
+        self._vad_state = VadState(self.vad_rate_hz)  # advanced by whoever runs this stream's VAD
+        self._vad_reset = False  # a fresh VAD state before the next window (reset_vad)
         self._biometrics = biometrics
         self._chunk_windows = math.ceil(chunk_s / WINDOW_S - 1e-9)
         self._tail_windows = math.ceil(TAIL_MIN_S / WINDOW_S - 1e-9)
@@ -274,6 +281,7 @@ class SpeechPipeline:
         self._pending_windows = 0  # unpadded speech windows in _pending
         self._received_samples = 0  # at the native rate
         self._heard_windows = 0  # all unpadded speech windows so far
+        self.last_speech_window = 0  # windows stepped when speech was last counted (end-of-speech timing)
         self._queued_samples = 0  # at the native rate: submitted, not yet through VAD (engine only)
         self.waiting_windows = 0  # accepted by the engine, not yet through VAD
         self._chunks_in_flight = 0  # cut by the gate, not yet in the voiceprint
@@ -309,6 +317,37 @@ class SpeechPipeline:
     def chunks(self) -> int:
         with self._sums_lock:
             return self._chunks
+
+    @property
+    def vad_state(self) -> VadState:
+        """The VAD's recurrent state; read only by whoever runs this stream's VAD, which is also where a
+        requested reset happens (never under a VAD call in progress)."""
+        if self._vad_reset:
+            self._vad_reset = False
+            self._vad_state = VadState(self.vad_rate_hz)
+        return self._vad_state
+
+    def reset_vad(self) -> None:
+        """Start the VAD afresh at the next window. Silero's state carried over a caller's previous
+        utterance and a pause makes it hear much less of the next one (FSDD digits at 8 kHz, after one
+        clip and 1 s of silence: 12 % of the next clip's windows over the threshold instead of 39 %),
+        so a voice bot's operation resets it at each utterance's end."""
+        self._vad_reset = True
+
+    @property
+    def windows_seen(self) -> int:
+        """32 ms windows through VAD and the gate so far (the analysed audio's clock)."""
+        return self._gate.seen
+
+    @property
+    def silence_s(self) -> float:
+        """Analysed audio since speech was last counted, seconds: how long the speaker has been silent."""
+        return (self._gate.seen - self.last_speech_window) * WINDOW_S
+
+    def pooled(self) -> Pooled:
+        """The voiceprint's sums as they are now: subtract an earlier one to get the speech in between."""
+        with self._sums_lock:
+            return Pooled({m: v.copy() for m, v in self._sums.items()}, self._speech_s)
 
     @property
     def buffered_samples(self) -> int:
@@ -400,6 +439,8 @@ class SpeechPipeline:
             self._pending_samples += part.size
         self._pending_windows += speech_windows
         self._heard_windows += speech_windows
+        if speech_windows:
+            self.last_speech_window = self._gate.seen
         if self._heard_enough:
             return self._cut() if self._pending_windows else None
         if self._pending_windows < self._chunk_windows:
@@ -503,6 +544,44 @@ class SpeechPipeline:
             for model_id, vector in sums.items()
         }
         return Voiceprint(embeddings, speech_s)
+
+
+    def voiceprint_of(self, pooled: Pooled, min_speech_s: float = 0.0, what: str = "this operation") -> Voiceprint:
+        """The voiceprint of some pooled speech (e.g. one utterance: :meth:`pooled` now minus before it)."""
+        if pooled.speech_s < min_speech_s or pooled.speech_s <= 0 or not pooled.sums:
+            raise InsufficientSpeech(pooled.speech_s, min_speech_s, what)
+        embeddings = {
+            model_id: Embedding(
+                model_id,
+                self._biometrics.models[model_id].version,
+                l2_normalise(vector.astype(np.float32)),
+            )
+            for model_id, vector in pooled.sums.items()
+        }
+        return Voiceprint(embeddings, pooled.speech_s)
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """A stream's voiceprint sums at one moment (per model, unit chunk embeddings weighted by their net
+    speech) and that net speech. Sums are linear, so the speech between two moments is their difference,
+    and speech from several spans adds up: an utterance is embedded once, with the stream's chunks."""
+
+    sums: dict[str, npt.NDArray[np.float64]]
+    speech_s: float
+
+    def __sub__(self, earlier: Pooled) -> Pooled:
+        sums = {m: v - earlier.sums[m] if m in earlier.sums else v for m, v in self.sums.items()}
+        return Pooled(sums, max(0.0, self.speech_s - earlier.speech_s))
+
+    def __add__(self, other: Pooled) -> Pooled:
+        sums = dict(self.sums)
+        for m, v in other.sums.items():
+            sums[m] = sums[m] + v if m in sums else v
+        return Pooled(sums, self.speech_s + other.speech_s)
+
+
+EMPTY = Pooled({}, 0.0)
 
 
 def _resample_stream(from_hz: int, to_hz: int) -> soxr.ResampleStream | None:

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 
 from voxgate.api.routers import (
     auth,
+    bots,
     logging,
     maintenance,
     pbx,
@@ -15,7 +16,7 @@ from voxgate.api.routers import (
 )
 
 ROUTERS: tuple[APIRouter, ...] = tuple(
-    m.router for m in (auth, maintenance, logging, voiceprints, streams, pbx, subscriptions, websocket)
+    m.router for m in (auth, maintenance, logging, voiceprints, streams, pbx, subscriptions, bots, websocket)
 )
 
 __all__ = ["ROUTERS"]

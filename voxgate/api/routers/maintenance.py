@@ -324,11 +324,19 @@ async def snapshot_generate(
     compressed: Annotated[
         bool, Query(description="gzip the document (Content-Type application/gzip).")
     ] = False,
+    prefix: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            description="Only the voiceprints whose external_id starts with this (a voice bot's "
+            "speakerVerificationSpeakerPrefix: one customer's speakers).",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Every voiceprint (external_id, created, speech_length, source/stream_uuid, one vector per model),
     read from one consistent view of the store and streamed. Import it with `POST /api/v2/snapshot/import`."""
-    await maintenance.record(runtime, "snapshot_export", user, compressed=compressed)
-    chunks = snapshots.export_chunks(runtime.store.sessions)
+    await maintenance.record(runtime, "snapshot_export", user, compressed=compressed, prefix=prefix)
+    chunks = snapshots.export_chunks(runtime.store.sessions, prefix)
     name = f"voxgate-snapshot-{_stamp()}.json"
     if compressed:
         return StreamingResponse(

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket
 
 from voxgate.api.websocket import protocol as wire
+from voxgate.api.websocket.bots import BotChannel
 from voxgate.audio.g711 import alaw_decode_float, ulaw_decode_float
 from voxgate.errors import VoxgateError
 from voxgate.service.maintenance import LOCK_HINT
@@ -110,6 +111,7 @@ class Connection:
         self._established = False
         self._pinger: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self.bot = BotChannel(self)  # a voice bot's activities on this connection
 
     async def run(self) -> None:
         """Read messages until the client leaves (or is refused), then close its streams."""
@@ -155,6 +157,9 @@ class Connection:
             return await self._connected(message)
         if isinstance(message, wire.OtherEvent):
             return True  # mark, dtmf, clear...: nothing to do with the caller's voice
+        if isinstance(message, wire.BotMessage):
+            await self.bot.handle(message)  # a bot needs no media handshake (status, delete)
+            return True
         if not self._established:
             await self._refuse(
                 wire.StreamReply.of(wire.BAD_REQUEST, message.event, message.sid, None, msg=HANDSHAKE_FIRST)
@@ -343,6 +348,18 @@ class Connection:
 
     def _send(self, reply: wire.WireModel) -> None:
         self._outbox.put_nowait(reply.encode())
+
+    def send_text(self, text: str) -> None:
+        """A message of another protocol on this connection (a voice bot's events), in order."""
+        self._outbox.put_nowait(text)
+
+    async def refuse(self, reply: wire.StreamReply) -> None:
+        await self._refuse(reply)
+
+    async def token_valid(self) -> bool:
+        """The connection's token still opens things (a revoked one opens no stream and runs no bot
+        operation)."""
+        return await accounts.user_for_token(self.runtime.store.sessions, self._token) is not None
 
     async def _refuse(self, reply: wire.StreamReply) -> None:
         """An error reply, and an error event like every refused REST request."""

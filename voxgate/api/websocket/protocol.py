@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from voxgate.errors import VoxgateError
+from voxgate.service.bots import is_activity_message
 
 PROTOCOL_VERSION = "1.0.0"  # the only version Voice Verify (and so voxgate) accepts
 SAMPLE_RATE_HZ = 8000
@@ -270,7 +271,18 @@ class OtherEvent(WireModel):
     event: str
 
 
-Incoming = Connected | Start | Media | Stop | OtherEvent
+@dataclass(frozen=True)
+class BotMessage:
+    """A voice bot's JSON activity on the call's connection (``type``/``name``/``activityParams``, no
+    ``event``): read by :mod:`voxgate.service.bots.activities`."""
+
+    raw: dict[str, Any]
+
+    def encode(self) -> str:
+        return json.dumps(self.raw, separators=(",", ":"))
+
+
+Incoming = Connected | Start | Media | Stop | OtherEvent | BotMessage
 _MODELS: dict[str, type[Connected | Start | Media | Stop]] = {
     "connected": Connected,
     "start": Start,
@@ -291,6 +303,8 @@ def decode(data: str | bytes | None) -> Incoming:
         raise ProtocolError(f"Validation error: the message is not JSON ({exc}).") from None
     if not isinstance(raw, dict):
         raise ProtocolError("Validation error: a message is a JSON object.")
+    if is_activity_message(raw):
+        return BotMessage(raw)
     event = raw.get("event")
     sid = raw.get("streamSid", raw.get("stream_id"))
     sid = sid if isinstance(sid, str) else None
