@@ -132,6 +132,7 @@ def _live(http: httpx.Client) -> dict[str, dict[str, Any]]:
     first = json.loads(response.text.split("\n\n")[0].split("data: ", 1)[1])
     return {s["uuid"]: s for s in first["running"]}
 
+
 @pytest.mark.asyncio
 async def test_a_websocket_stream_on_node_1_is_verified_through_node_2(
     nodes: list[Node], speech_dir: Path
