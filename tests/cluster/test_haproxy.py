@@ -1,4 +1,4 @@
-"""The HTTP/WebSocket front door: real HAProxy (deploy/haproxy/haproxy.cfg) in front of two real voxgate nodes
+"""The HTTP/WebSocket front door: real HAProxy (deploy/haproxy/haproxy.cfg) in front of three real voxgate nodes
 on one PostgreSQL, all started by deploy/local-cluster.sh.
 
 - HTTP streams opened through the proxy: every request naming a stream (its data, enroll, verify polls,
@@ -48,7 +48,7 @@ def pcm(samples: npt.NDArray[np.float32]) -> bytes:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[LocalCluster]:
-    running = LocalCluster.start(tmp_path_factory.mktemp("cluster"), model_dir, nodes=2)
+    running = LocalCluster.start(tmp_path_factory.mktemp("cluster"), model_dir, nodes=3)
     try:
         yield running
     finally:
@@ -117,8 +117,8 @@ def test_http_streams_stay_on_their_owner(
         (owner,) = kinds["create"]
         owners.add(owner)
         assert all(nodes == {owner} for nodes in kinds.values()), f"{stream}: {kinds}"
-    # leastconn spreads the openings: both nodes own streams (else the test above proves nothing)
-    assert owners == {"node1", "node2"}, owners
+    # leastconn spreads the openings: several nodes own streams (else the test above proves nothing)
+    assert len(owners) >= 2, owners
 
 
 async def websocket_call(cluster: LocalCluster, speech: npt.NDArray[np.float32], stream: str) -> None:
@@ -182,19 +182,19 @@ def test_websocket_stream_through_the_proxy(
 
 
 def test_a_dead_node_leaves_the_pool_and_rejoins(cluster: LocalCluster, client: httpx.Client) -> None:
-    assert cluster.servers_up() == {"node1": True, "node2": True}
+    assert cluster.servers_up() == {"node1": True, "node2": True, "node3": True}
     status = cluster.run("status")
-    for part in ("postgres", "redis", "node1", "node2", "haproxy"):
+    for part in ("postgres", "redis", "node1", "node2", "node3", "haproxy"):
         assert f"{part}: running" in status, status
-    assert "node1: 2" in status and "node2: 2" in status, status  # HAProxy's view: both up
+    assert all(f"node{k}: 2" in status for k in (1, 2, 3)), status  # HAProxy's view: all up
     cluster.kill("node2")
     gone_s = cluster.wait("node2 marked down", lambda: not cluster.servers_up()["node2"], timeout_s=5)
     print(f"HAProxy took node2 out {gone_s:.2f} s after kill -9")
     with pytest.raises(RuntimeError, match="node2: DEAD"):  # status exits 1 and names the dead part
         cluster.run("status")
-    for _ in range(6):  # whatever the balance would have picked, node1 answers
+    for _ in range(6):  # whatever the balance would have picked, the live nodes answer
         assert client.get("/api/v2/status").status_code == 200
-    assert all(line.server == "node1" for line in cluster.proxy_log()[-6:])
+    assert all(line.server in ("node1", "node3") for line in cluster.proxy_log()[-6:])
 
     cluster.run("start-node", "2", timeout_s=300)
     back_s = cluster.wait("node2 back", lambda: cluster.servers_up()["node2"], timeout_s=10)
