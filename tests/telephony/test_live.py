@@ -1,7 +1,7 @@
 """The contact-centre flow over SIP, end to end: a real `voxgate serve` registers to a real Kamailio
 through the API; sipp calls through Kamailio and plays real speech as RTP; the call-centre side finds
 each call's stream by its call id, enrolls the caller from one call and verifies a second call of the same
-caller and a call of another speaker. Then 20 calls at once come and go without leaking a stream or port.
+caller and a call of another speaker, over the REST API and as a voice bot does (VoiceAI Connect events). Then 20 calls at once come and go without leaking a stream or port.
 """
 
 from __future__ import annotations
@@ -88,6 +88,36 @@ async def _wait_speech(api: httpx.Client, callid: str, seconds: float, timeout_s
         await asyncio.sleep(0.5)
 
 
+async def _bot_verify(api: httpx.Client, stream: str, speaker: str) -> str:
+    """``speakerVerificationVerify`` (text-independent) on a SIP call's stream: the bot ends an utterance
+    every 2 s until the completed event; its ``verified``."""
+
+    def post(name: str, **params: Any) -> None:
+        body = {"type": "event", "name": name, "activityParams": params}
+        posted = api.post(f"/api/v2/bot/{stream}/activities", json=body)
+        assert posted.status_code == 200, posted.text
+
+    post(
+        "speakerVerificationVerify",
+        speakerVerificationSpeakerId=speaker,
+        speakerVerificationType="text-independent",
+    )
+    seen = 0
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        await asyncio.sleep(2.0)
+        events = api.get(f"/api/v2/bot/{stream}/activities", params={"after": seen}).json()["activities"]
+        seen += len(events)
+        done = [e["value"] for e in events if e["name"] == "speakerVerificationVerifyCompleted"]
+        if done:
+            assert done[0]["success"] is True, done
+            assert done[0]["rawResult"]["speech_length"] >= 3.0, done
+            return str(done[0]["verified"])
+        assert all(e["name"] == "speakerVerificationVerifyProgress" for e in events), events
+        post("speakerVerificationEndOfUtterance")
+    raise AssertionError(f"{stream}: no speakerVerificationVerifyCompleted in 40 s")
+
+
 @pytest.mark.asyncio
 async def test_enroll_and_verify_callers_over_sip(
     api: httpx.Client, pbx: dict[str, Any], proxy: peers.Kamailio, speech_dir: Path, tmp_path: Path
@@ -130,6 +160,9 @@ async def test_enroll_and_verify_callers_over_sip(
         assert verdict_other["result"] == "not_verified", verdict_other
         status = api.get("/api/v2/status").json()
         assert status["streams"]["SIP"] == 3 and status["pbx"][pbx["id"]]["state"] == "registered"
+        # a voice bot on the same SIP calls, through the REST door (VoiceAI Connect's events)
+        assert await _bot_verify(api, same["uuid"], "customer-a") in ("yes", "unknown")
+        assert await _bot_verify(api, other["uuid"], "customer-a") in ("no", "unknown")
     finally:
         results = await asyncio.gather(*sipps)
     for result in results:
