@@ -249,19 +249,36 @@ def passphrase_trials(embedded: EmbeddedSet, enroll: int = PASSPHRASE_ENROLL) ->
     )
 
 
+@dataclass(frozen=True)
+class NaivePairs:
+    """Every pair of the recordings with a whole-clip voiceprint, scored by the naive fusion."""
+
+    files: list[int]  # indices into the set's results
+    speakers: npt.NDArray[np.str_]  # of those files
+    i: npt.NDArray[np.int64]  # the pairs, as positions in ``files``
+    j: npt.NDArray[np.int64]
+    scores: Float64Array  # the mean of the raw ECAPA and CAM++ cosines
+
+    @classmethod
+    def of(cls, embedded: EmbeddedSet) -> NaivePairs:
+        files = [k for k, r in enumerate(embedded.results) if r.whole is not None]
+        wholes = [r.whole for r in embedded.results if r.whole is not None]
+        speakers = np.array([embedded.dataset.speakers[k] for k in files])
+        i, j = np.triu_indices(len(files), k=1)
+        vectors = {m: np.stack([v.embedding(m).vector for v in wholes]) for m in ("ecapa", "campplus")}
+        scores = sum(np.einsum("ij,ij->i", v[i], v[j]) for v in vectors.values()) / len(vectors)
+        return cls(files, speakers, i, j, np.asarray(scores, dtype=np.float64))
+
+    @property
+    def is_target(self) -> BoolArray:
+        return np.asarray(self.speakers[self.i] == self.speakers[self.j], dtype=bool)
+
+
 def naive_eer(embedded: EmbeddedSet) -> float:
     """EER of the mean of the raw ECAPA and CAM++ cosines on the whole recordings (no VAD), every pair."""
-    vectors = {
-        m: np.stack([r.whole.embedding(m).vector for r in embedded.results if r.whole is not None])
-        for m in ("ecapa", "campplus")
-    }
-    speakers = np.array(
-        [s for s, r in zip(embedded.dataset.speakers, embedded.results, strict=True) if r.whole]
-    )
-    i, j = np.triu_indices(len(speakers), k=1)
-    fused = sum(np.einsum("ij,ij->i", v[i], v[j]) for v in vectors.values()) / len(vectors)
-    target = speakers[i] == speakers[j]
-    return eer(fused[target], fused[~target])
+    naive = NaivePairs.of(embedded)
+    target = naive.is_target
+    return eer(naive.scores[target], naive.scores[~target])
 
 
 def _step_eer(scores: Float64Array, is_target: BoolArray, weights: Float64Array) -> float:
@@ -284,14 +301,10 @@ def naive_gap(
     system uncertain by about a point, and a difference smaller than that is not a finding.
 
     A refused recording's trials score LLR 0, as everywhere in this report."""
-    files = [k for k, r in enumerate(embedded.results) if r.whole is not None]
-    wholes = [r.whole for r in embedded.results if r.whole is not None]
-    speakers = np.array([embedded.dataset.speakers[k] for k in files])
-    index = {name: n for n, name in enumerate(sorted(set(speakers)))}
-    speaker_id = np.array([index[name] for name in speakers])
-    i, j = np.triu_indices(len(files), k=1)
-    whole = {m: np.stack([v.embedding(m).vector for v in wholes]) for m in ("ecapa", "campplus")}
-    naive = sum(np.einsum("ij,ij->i", v[i], v[j]) for v in whole.values()) / len(whole)
+    naive = NaivePairs.of(embedded)
+    files, i, j = naive.files, naive.i, naive.j
+    index = {name: n for n, name in enumerate(sorted(set(naive.speakers)))}
+    speaker_id = np.array([index[name] for name in naive.speakers])
     usable = [n for n, k in enumerate(files) if None in embedded.results[k].voiceprints]
     position = np.full(len(files), -1)
     position[usable] = np.arange(len(usable))
@@ -300,14 +313,14 @@ def naive_gap(
     llr = np.zeros(len(i))
     pairs = np.stack([position[i[scorable]], position[j[scorable]]], axis=1).astype(np.int64)
     llr[scorable] = profile.pair_llrs(voiceprints, voiceprints, pairs)
-    target = speakers[i] == speakers[j]
+    target = naive.is_target
     rng = np.random.default_rng(seed)
     n_speakers = len(index)
     gaps = []
     for _ in range(rounds):
         count = np.bincount(rng.integers(0, n_speakers, n_speakers), minlength=n_speakers).astype(float)
         weights = count[speaker_id[i]] * count[speaker_id[j]]
-        gaps.append(_step_eer(llr, target, weights) - _step_eer(naive, target, weights))
+        gaps.append(_step_eer(llr, target, weights) - _step_eer(naive.scores, target, weights))
     low, high = np.percentile(gaps, [2.5, 97.5])
     return float(low), float(high)
 
