@@ -11,8 +11,9 @@ and say which script installs it. Every other test runs on SQLite only; with
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -20,6 +21,8 @@ from tests.postgres import PostgresMissing, PostgresServer, StoreUrls, ensure_in
 from tests.redis_server import RedisMissing, RedisServer
 from tests.redis_server import ensure_installed as ensure_redis
 from voxgate.settings import Settings
+
+T = TypeVar("T")
 
 STORES = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql))
 # set to 1: every test that takes store_backend runs on both (all of tests/api, ~3 min more), for a deeper check
@@ -69,18 +72,20 @@ def store_backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "sqlite"))
 
 
+def _installed(ensure: Callable[[], T], missing: type[Exception]) -> T:
+    """What ``ensure`` finds (installing a server's Debian package if need be); if it raises ``missing``,
+    the test fails with its message alone (how to install it), not a traceback."""
+    try:
+        return ensure()
+    except missing as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server for the session (started on first use)."""
-    try:
-        bin_dir = ensure_installed()
-    except PostgresMissing as exc:
-        missing = str(exc)
-    else:
-        missing = ""
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    server = PostgresServer.start(bin_dir)
+    server = PostgresServer.start(_installed(ensure_installed, PostgresMissing))
     try:
         yield server
     finally:
@@ -101,15 +106,7 @@ def store_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A throwaway Redis server for the session (started on first use; ``tests/redis_server.py``)."""
-    try:
-        binary = ensure_redis()
-    except RedisMissing as exc:
-        missing = str(exc)
-    else:
-        missing = ""
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    server = RedisServer.start(binary)
+    server = RedisServer.start(_installed(ensure_redis, RedisMissing))
     try:
         yield server
     finally:
