@@ -21,7 +21,6 @@ measurement that made the engine run VAD at 8 kHz on telephone audio (bench/READ
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -86,7 +85,6 @@ _state: dict[str, object] = {}
 
 
 def _init(model_dir: Path) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _state["vad"] = SileroVad(model_dir)
     _state["models"] = {m: load_model(m, model_dir) for m in MODELS}
     _state["limits"] = AudioLimits.from_settings(Settings())

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from voxgate.audio.resample import resample
 from voxgate.audio.types import Audio, FloatArray
@@ -85,7 +86,15 @@ class Biometrics:
         max_chunk_s: float = 60.0,
         int8: bool = False,
     ) -> None:
-        """``int8`` loads the statically quantised copies of the models (``VOXGATE_INT8``)."""
+        """``int8`` loads the statically quantised copies of the models (``VOXGATE_INT8``).
+
+        NumPy's BLAS gets ``threads`` threads too, like onnxruntime's intra-op pool. Left alone, OpenBLAS
+        starts one thread per core that spins between the small matrix products of feature extraction:
+        measured, a live stream then cost 47 CPU ms per second instead of 38, and two workers on two cores
+        fought over both (bench/README.md, "Scaling across workers"). The limit is process-wide, which is
+        what a serving process or an evaluation worker wants.
+        """
+        threadpool_limits(limits=threads, user_api="blas")
         self.vad = SileroVad(model_dir, threads=threads)
         self.models: dict[str, EmbeddingModel] = {
             m: load_model(m, model_dir, threads=threads, int8=int8) for m in model_ids

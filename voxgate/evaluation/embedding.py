@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +53,6 @@ _worker: tuple[EmbedJob, Biometrics] | None = None
 
 def _init_worker(job: EmbedJob) -> None:
     global _worker
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _worker = (job, Biometrics(job.model_dir, job.model_ids, max_chunk_s=job.max_chunk_s, int8=job.int8))
 
 

@@ -256,7 +256,6 @@ _worker: tuple[StreamJob, Biometrics] | None = None
 
 def _init_worker(job: StreamJob) -> None:
     global _worker
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _worker = (job, _biometrics(job))
 
 
