@@ -131,3 +131,42 @@ async def test_the_engine_runs_8k_and_16k_streams_side_by_side(
                 @ inline.voiceprint().embedding(model_id).vector
             )
             assert cosine > 0.9999, (key, model_id, cosine)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_a_call_that_ends_mid_word_keeps_its_last_word(
+    speech_dir: Path, biometrics: Biometrics, rate: int
+) -> None:
+    """Cut inside its last segment and told that the audio ends there (``last``), a stream holds the
+    offline pass's speech of the same cut and embeds the same samples; not told, it misses the end (the
+    resamplers' lookahead, the partial window, the segment left open)."""
+    for name in CLIPS:
+        clip = resample(fsdd(speech_dir, name), 8000, rate)
+        whole = biometrics.analyse(Audio(clip, rate, 1, "PCM_16", "raw"))
+        last = whole.segments[-1]
+        cut = clip[: round((last.start_s + 0.75 * (last.end_s - last.start_s)) * rate)]  # mid-word
+        analysis = biometrics.analyse(Audio(cut, rate, 1, "PCM_16", "raw"))
+        offline = biometrics.voiceprint(analysis, min_speech_s=0.0)
+        heard: dict[bool, float] = {}
+        for told in (False, True):
+            pipeline = SpeechPipeline("s", rate, biometrics)
+            frame = rate // 50
+            for start in range(0, cut.size, frame):
+                pipeline.push(cut[start : start + frame], last=told and start + frame >= cut.size)
+            pipeline.settle_inline(force=True)
+            heard[told] = pipeline.heard_speech_s
+            if told:
+                live = pipeline.voiceprint()
+                cosines = {
+                    m: float(live.embedding(m).vector @ offline.embedding(m).vector)
+                    for m in biometrics.models
+                }
+                assert pipeline.audio_ended and pipeline.accept(cut[:800])[1].size == 0, (
+                    "later audio is ignored"
+                )
+        print(f"\n{name} at {rate} Hz: offline {analysis.speech_s:.3f} s, heard {heard}, cosines {cosines}")
+        assert abs(heard[True] - analysis.speech_s) <= WINDOW_S
+        assert heard[False] <= heard[True]
+        if rate == 8000:  # the 8 → 16 kHz resampler holds back ~66 ms: not told, a stream misses it
+            assert heard[False] < analysis.speech_s - WINDOW_S, "not told, the stream misses the end"
+        assert all(c >= 0.999 for c in cosines.values()), (name, cosines)

@@ -8,7 +8,7 @@ voiceprint at the end of the call is scored against the offline whole-recording 
 same audio (from the accuracy report's embedding cache), trial by trial, with the shipped default profile.
 
 A stream embeds its speech in chunks (``VOXGATE_STREAM_CHUNK_S``, 3 s of net speech); at the end of each
-played call it settles its tail (``force``: the call is over), as a verify at the end of a call does, so the
+played call its audio ends (``last``) and it settles its tail (``force``: the call is over), as a verify at the end of a call does, so the
 speech short of a whole chunk (at least ``TAIL_MIN_S``, 0.5 s of net speech) is embedded as one more chunk
 and a 2-3 s utterance has a stream voiceprint too. Only a call with less net speech than that has none
 (coverage). Sets of short clips are also played as *calls*: a few consecutive recordings of one speaker
@@ -178,14 +178,16 @@ def _root(dataset: Dataset) -> Path:
 
 
 def play(samples: FloatArray, sample_rate_hz: int, biometrics: Biometrics, job: StreamJob) -> StreamSession:
-    """Push audio into a new stream session in frames of ``job.frame_ms``, as a live door does; at the end
-    of the call its tail is settled (``force``: the call is over), as a verify at the end of a call does."""
+    """Push audio into a new stream session in frames of ``job.frame_ms``, as a live door does; the last
+    frame ends the audio (``last``: the resamplers and the open segment are flushed, as the offline pass
+    ends at the recording's end) and the tail is settled (``force``: the call is over), as a verify at the
+    end of a call does."""
     session = StreamSession(
         str(uuid.uuid4()), StreamType.HTTP, sample_rate_hz, {}, biometrics, chunk_s=job.chunk_s
     )
     frame = max(1, round(sample_rate_hz * job.frame_ms / 1000))
     for start in range(0, samples.size, frame):
-        session.push(samples[start : start + frame])
+        session.push(samples[start : start + frame], last=start + frame >= samples.size)
     session.pipeline.settle_inline(force=True)  # what `await session.settle(force=True)` runs inline
     return session
 
@@ -850,9 +852,11 @@ def render(
         f"{chunk_s:g} s of net speech embedded once, duration-weighted pooling) score like the offline",
         "voiceprint of the same audio, which the shipped profiles were fitted on? Each recording is played into a real",
         "`StreamSession` in 20 ms frames as a live call arrives: wideband at its own rate; telephone at 8 kHz (native",
-        "8 kHz sets as recorded, 16 kHz sets through the accuracy report's simulated µ-law channel). At the end of",
-        "the call the stream settles its tail (`settle(force=True)`, as a verify at the end of a call does), and its",
-        "voiceprint is compared with the offline whole-recording voiceprint of the same audio.",
+        "8 kHz sets as recorded, 16 kHz sets through the accuracy report's simulated µ-law channel). The last frame",
+        "ends the stream's audio (`push(..., last=True)`: the resamplers' lookahead, the last partial window and an",
+        "open segment are flushed, as the offline pass ends at the end of the recording), the stream settles its",
+        "tail (`settle(force=True)`, as a verify at the end of a call does), and its voiceprint is compared with the",
+        "offline whole-recording voiceprint of the same audio.",
         "",
         "- **Trials**: every unordered pair of units that have *both* voiceprints, scored with the shipped default",
         f"  profile (`wideband`/`telephone`, ECAPA+CAM++ fused; `verified` at LLR ≥ {profiles[Channel.WIDEBAND].thresholds.accept_llr:g} / "

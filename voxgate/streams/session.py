@@ -237,9 +237,10 @@ class StreamSession:
         """Raw s16le bytes at the stream rate, split anywhere (part of a frame waits for the next push)."""
         self.push(self._frames.push(data))
 
-    def push(self, samples: FloatArray) -> None:
-        """Mono float32 samples at the stream rate; returns when they are in the voiceprint."""
-        if not self.pipeline.push(self._checked(samples)):
+    def push(self, samples: FloatArray, last: bool = False) -> None:
+        """Mono float32 samples at the stream rate; returns when they are in the voiceprint. ``last``: the
+        audio ends with them (:meth:`SpeechPipeline.accept`)."""
+        if not self.pipeline.push(self._checked(samples), last):
             raise StreamClosed(f"stream {self.uuid} was closed")
 
     def _checked(self, samples: FloatArray) -> FloatArray:

@@ -128,6 +128,7 @@ class SpeechGate:
         self._dip: int | None = None  # the open segment's first window below the low mark, if in a dip
         self._counted = 0  # windows of the open segment counted as speech so far
         self._last_end: int | None = None  # the end (unpadded) of the last kept segment
+        self._end_sample: int | None = None  # where the audio ended (ends_at), if it did
 
     @property
     def held_samples(self) -> int:
@@ -178,6 +179,31 @@ class SpeechGate:
         self._forget()
         return out, speech_windows
 
+    def ends_at(self, end_sample: int) -> None:
+        """The audio ends at 16 kHz sample ``end_sample``; the windows after it (the last one's zero
+        padding) are never released."""
+        self._end_sample = end_sample
+
+    def finish(self) -> tuple[list[FloatArray], int]:
+        """The last window was stepped: close the open segment as
+        :func:`~voxgate.audio.vad.speech_segments` closes one at the end of a recording (where its dip
+        began, else at the end; kept if at least ``min_speech_s`` long), and release the rest of what is
+        kept. Returns what :meth:`step` does."""
+        speech_windows = 0
+        if self._in_segment:
+            end = self._dip if self._dip is not None else self._seen
+            if not self._confirmed and (end - self._start) * WINDOW_S >= self.rules.min_speech_s:
+                self._confirmed, self._counted = True, 0
+                if not self._joins(self._start):
+                    self._released_at = max(self._released_at, self._lead_from(self._start))
+            if self._confirmed:
+                speech_windows = max(0, end - self._start - self._counted)
+                self._last_end = end
+            self._in_segment, self._confirmed, self._dip = False, False, None
+        out = self._release()
+        self._forget()
+        return out, speech_windows
+
     def _joins(self, start: int) -> bool:
         """A segment starting at window ``start`` is joined to the last kept one (as ``speech_only``)."""
         return (
@@ -201,7 +227,7 @@ class SpeechGate:
 
     def _release(self) -> list[FloatArray]:
         """The audio now known to be kept: a confirmed segment's speech (the held pause before it, when it
-        joins the last segment), then its trailing pad."""
+        joins the last segment), then its trailing pad (never past the end of the audio, if it ended)."""
         keep_to = 0
         if self._last_end is not None:
             keep_to = self._trail_to(self._last_end)
@@ -209,6 +235,8 @@ class SpeechGate:
             end = self._seen * WINDOW_SAMPLES if self._dip is None else self._trail_to(self._dip)
             keep_to = max(keep_to, end)
         keep_to = min(keep_to, self._seen * WINDOW_SAMPLES)
+        if self._end_sample is not None:
+            keep_to = min(keep_to, self._end_sample)
         out: list[FloatArray] = []
         position = self._released_at
         while position < keep_to:
@@ -281,6 +309,8 @@ class SpeechPipeline:
         self._pending_windows = 0  # unpadded speech windows in _pending
         self._received_samples = 0  # at the native rate
         self._heard_windows = 0  # all unpadded speech windows so far
+        self._accepted_windows = 0  # windows accept() handed out (gated, or waiting for VAD)
+        self._end_sample: int | None = None  # end_audio(): where the audio ended, 16 kHz samples
         self.last_speech_window = 0  # windows stepped when speech was last counted (end-of-speech timing)
         self._queued_samples = 0  # at the native rate: submitted, not yet through VAD (engine only)
         self.waiting_windows = 0  # accepted by the engine, not yet through VAD
@@ -393,37 +423,67 @@ class SpeechPipeline:
 
     # -- the stages --------------------------------------------------------------------------------------
 
-    def accept(self, samples: FloatArray) -> tuple[FloatArray, FloatArray]:
+    @property
+    def audio_ended(self) -> bool:
+        """:meth:`accept` was told the audio ended (``last``): later audio is only counted."""
+        return self._end_sample is not None
+
+    def accept(self, samples: FloatArray, last: bool = False) -> tuple[FloatArray, FloatArray]:
         """Count and resample native-rate audio; returns the whole 32 ms windows it completes, twice: at
         the VAD rate, (windows, 256 or 512), and at 16 kHz, (windows, 512), row k of both the same 32 ms
         (the same array for a 16 kHz VAD). Once the voiceprint is capped, audio is only counted.
+
+        ``last``: the audio ends with these samples. The resamplers give up what they hold back and the
+        last partial window is zero-padded, as the offline pass pads it; once that window went through
+        :meth:`gate`, the gate closes its open segment as the end of a recording closes it. Without
+        this, a call that ends mid-word leaves its last 0.1 s unanalysed (up to 0.35 s when a short last
+        segment goes unconfirmed with it), which on a 2 s utterance is enough to move its score.
 
         For an 8 kHz VAD, both window sequences are counted from the stream's first sample: soxr's
         streams are time-aligned (sample-exact with a whole-recording resample), they only hold back their
         filter's lookahead (8 → 16 kHz: about 66 ms), so a VAD window waits for its 16 kHz twin."""
         self._received_samples += samples.size
-        if self._heard_enough:
+        if self._heard_enough or self.audio_ended:
             return (
                 np.zeros((0, self._vad_width), dtype=np.float32),
                 np.zeros((0, WINDOW_SAMPLES), dtype=np.float32),
             )
         samples = np.asarray(samples, dtype=np.float32)
-        resampled = samples if self._resampler is None else self._resampler.resample_chunk(samples)
+        resampled = _resampled(self._resampler, samples, last)
         audio = np.concatenate([self._carry, resampled]) if self._carry.size else resampled
+        if last:
+            self._end_sample = self._accepted_windows * WINDOW_SAMPLES + audio.size
+            self._gate.ends_at(self._end_sample)
         if not self._vad_apart:
+            if last:
+                audio = _padded(audio, WINDOW_SAMPLES)
             n_windows = audio.size // WINDOW_SAMPLES
             self._carry = audio[n_windows * WINDOW_SAMPLES :].copy()
             windows = audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES)
-            return windows, windows
-        vad_new = samples if self._vad_resampler is None else self._vad_resampler.resample_chunk(samples)
+            return self._accepted(windows, windows)
+        vad_new = _resampled(self._vad_resampler, samples, last)
         vad_audio = np.concatenate([self._vad_carry, vad_new]) if self._vad_carry.size else vad_new
+        if last:  # both padded to the same number of windows
+            n_last = max(-(-audio.size // WINDOW_SAMPLES), -(-vad_audio.size // self._vad_width))
+            audio = np.pad(audio, (0, n_last * WINDOW_SAMPLES - audio.size))
+            vad_audio = np.pad(vad_audio, (0, n_last * self._vad_width - vad_audio.size))
         n_windows = min(audio.size // WINDOW_SAMPLES, vad_audio.size // self._vad_width)
         self._carry = audio[n_windows * WINDOW_SAMPLES :].copy()
         self._vad_carry = vad_audio[n_windows * self._vad_width :].copy()
-        return (
+        return self._accepted(
             vad_audio[: n_windows * self._vad_width].reshape(n_windows, self._vad_width),
             audio[: n_windows * WINDOW_SAMPLES].reshape(n_windows, WINDOW_SAMPLES),
         )
+
+    def _accepted(self, vad_windows: FloatArray, windows: FloatArray) -> tuple[FloatArray, FloatArray]:
+        self._accepted_windows += len(windows)
+        if self.audio_ended and self._gate.seen == self._accepted_windows:
+            self._end_gate()  # every window was gated already (nothing came with the end)
+        return vad_windows, windows
+
+    def _end_gate(self) -> None:
+        """The last window went through the gate: close its open segment (see :meth:`accept`)."""
+        self._take(*self._gate.finish())
 
     def gate(self, window: FloatArray, probability: float) -> tuple[FloatArray, float] | None:
         """One 16 kHz window and its speech probability (of its VAD-rate twin) in; a chunk (and its net
@@ -433,14 +493,9 @@ class SpeechPipeline:
         chunk ends where the net speech reaches ``max_speech_s``, as the offline crop does."""
         if self._heard_enough:
             return None
-        speech, speech_windows = self._gate.step(window.copy(), probability)
-        for part in speech:
-            self._pending.append(part)
-            self._pending_samples += part.size
-        self._pending_windows += speech_windows
-        self._heard_windows += speech_windows
-        if speech_windows:
-            self.last_speech_window = self._gate.seen
+        self._take(*self._gate.step(window.copy(), probability))
+        if self.audio_ended and self._gate.seen == self._accepted_windows:
+            self._end_gate()
         if self._heard_enough:
             return self._cut() if self._pending_windows else None
         if self._pending_windows < self._chunk_windows:
@@ -448,6 +503,16 @@ class SpeechPipeline:
         if self._gate.in_segment and self._pending_windows < 2 * self._chunk_windows:
             return None  # wait for the pause
         return self._cut()
+
+    def _take(self, speech: list[FloatArray], speech_windows: int) -> None:
+        """The gate's released audio joins the pending speech."""
+        for part in speech:
+            self._pending.append(part)
+            self._pending_samples += part.size
+        self._pending_windows += speech_windows
+        self._heard_windows += speech_windows
+        if speech_windows:
+            self.last_speech_window = self._gate.seen
 
     def tail_due(self, force: bool = False) -> bool:
         """A tail is worth embedding now: at least ``TAIL_MIN_S`` of pending net speech, settled (the gate
@@ -485,11 +550,11 @@ class SpeechPipeline:
         """A chunk could not be embedded (it is left out of the voiceprint)."""
         self._chunks_in_flight -= 1
 
-    def push(self, samples: FloatArray) -> bool:
+    def push(self, samples: FloatArray, last: bool = False) -> bool:
         """Every stage inline, VAD one window at a time (offline tools, tests, a server without an
         engine); returns when the samples are in the voiceprint, or False as soon as the stream is
-        found closed (the rest of the samples is left out)."""
-        vad_windows, windows = self.accept(samples)
+        found closed (the rest of the samples is left out). ``last``: the audio ends here (:meth:`accept`)."""
+        vad_windows, windows = self.accept(samples, last)
         if windows.size == 0:
             return True
         probabilities = self._biometrics.vad.probabilities(
@@ -582,6 +647,16 @@ class Pooled:
 
 
 EMPTY = Pooled({}, 0.0)
+
+
+def _resampled(resampler: soxr.ResampleStream | None, samples: FloatArray, last: bool) -> FloatArray:
+    """``samples`` through a stream resampler; ``last`` flushes what its filter holds back."""
+    return samples if resampler is None else resampler.resample_chunk(samples, last=last)
+
+
+def _padded(audio: FloatArray, width: int) -> FloatArray:
+    """Zero-padded to whole windows of ``width``."""
+    return np.pad(audio, (0, -audio.size % width))
 
 
 def _resample_stream(from_hz: int, to_hz: int) -> soxr.ResampleStream | None:
