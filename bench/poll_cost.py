@@ -55,7 +55,7 @@ def measure(server: density.Server, polls: int, rounds: int) -> list[float]:
     headers = {"Authorization": f"Token {token}"}
     with httpx.Client(base_url=server.base, headers=headers, timeout=60) as client:
         uuid = client.post("/api/v2/stream/HTTP", json={"frequency": 8000}).json()["uuid"]
-        data = speech_pcm("3080", 20)
+        data = speech_pcm("3080", 40)
         client.post(f"/api/v2/stream/HTTP/data/{uuid}", content=data).raise_for_status()
         client.post("/api/v2/enroll", json={"uuid": uuid, "external_id": "bench"}).raise_for_status()
     asyncio.run(_polls(server.port, token, uuid, polls))  # warm-up
@@ -90,8 +90,8 @@ def main() -> None:
 
         redis = RedisServer.start(ensure_installed())
     try:
-        if redis is not None:
-            env["VOXGATE_REDIS_URL"] = redis.url()
+        if redis is not None:  # one process (Redis alone would start one worker per core)
+            env.update(VOXGATE_REDIS_URL=redis.url(), VOXGATE_WORKERS="1")
         server = density.start_server(args.core, env, cwd=args.code.resolve())
         try:
             print(f"{args.code}: {'fastest' if args.fastest else 'default'}, redis={bool(redis)}", flush=True)
