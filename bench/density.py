@@ -625,7 +625,8 @@ def measure(
     n: int, args: argparse.Namespace, env: dict[str, str], speakers: list[Speaker], config: str
 ) -> ProbeResult:
     """One probe of N calls on a fresh server, then the offline agreement and the naive baseline; prints it."""
-    server = start_server(args.server_core, env, args.workers)
+    code = args.code.resolve()
+    server = start_server(args.server_core, {**env, "PYTHONPATH": str(code)}, args.workers, cwd=code)
     try:
         token = httpx.post(
             server.base + "/rest-auth/login/", json={"username": "admin", "password": PASSWORD}
@@ -729,6 +730,9 @@ def main() -> None:
         help="run `voxgate serve --workers N` (with a throwaway Redis) and pin nothing: per-box figures",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--code", type=Path, default=ROOT, help="the checkout whose server is measured (default this one)"
+    )
     parser.add_argument(
         "--find",
         action="store_true",
