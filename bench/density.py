@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import io
 import itertools
@@ -56,6 +57,7 @@ PASSWORD = "density-bench-1"
 FRAME = 160  # 20 ms at 8 kHz
 ENROLL_FILES = 5  # a speaker's first files make the voiceprint; the rest make the calls
 POLL_S = 0.5
+FASTEST_ENV = {"VOXGATE_MODELS": "campplus", "VOXGATE_PROFILE": "telephone-campplus"}  # --fastest
 NAIVE_CALLS = 3  # calls whose whole-buffer analysis is timed for the naive baseline
 
 
@@ -170,7 +172,11 @@ class Server:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
-def start_server(core: int, env_extra: dict[str, str], workers: int | None = None) -> Server:
+def start_server(
+    core: int, env_extra: dict[str, str], workers: int | None = None, cwd: Path = ROOT
+) -> Server:
+    """``voxgate serve`` of the checkout ``cwd`` (this one by default), pinned to ``core`` unless it runs
+    ``workers``; returns once it (and every worker) answers."""
     data = Path(tempfile.mkdtemp(prefix="voxgate-density-"))
     port = free_port()
     env = dict(os.environ)
@@ -188,7 +194,7 @@ def start_server(core: int, env_extra: dict[str, str], workers: int | None = Non
         command = ["taskset", "-c", str(core), *command]
     else:
         command += ["--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     server = Server(process, port, data)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -393,6 +399,7 @@ class Sample:
     rss_mib: float
     backlog_s: float
     running: int
+    per_worker: tuple[int, ...] = ()  # with --workers: live streams per worker, most first
 
 
 async def monitor(
@@ -403,9 +410,12 @@ async def monitor(
             status = (await client.get("/api/v2/status", timeout=10)).json()
             engine = status.get("engine") or {}
             backlog = float(engine.get("backlog_s", 0.0))
+            per_worker: tuple[int, ...] = ()
             if workers:  # the status holds one worker's engine: sum every stream's backlog instead
                 listed = (await client.get("/api/v2/streams", timeout=10)).json()["streams"]
                 backlog = sum(float(s["backlog_s"]) for s in listed)
+                owners = collections.Counter(str(s.get("node")) for s in listed)
+                per_worker = tuple(sorted(owners.values(), reverse=True))
             samples.append(
                 Sample(
                     time.monotonic() - t0,
@@ -413,6 +423,7 @@ async def monitor(
                     server.rss_mib(),
                     backlog,
                     int(status["running"]),
+                    per_worker,
                 )
             )
             await asyncio.sleep(5.0)
@@ -436,6 +447,7 @@ class ProbeResult:
     polls: int
     calls: list[CallRecord]
     speech_fraction: float
+    per_worker: tuple[int, ...] = ()  # live streams per worker when the most were running
 
 
 async def probe(
@@ -516,6 +528,7 @@ async def probe(
         polls=len(latencies),
         calls=calls,
         speech_fraction=statistics.mean(c.turns_fraction for c in calls),
+        per_worker=max(window, key=lambda s: s.running).per_worker,
     )
 
 
@@ -675,7 +688,8 @@ def measure(
         f"stream-second = {naive_streams:.2f} streams per core; incremental is "
         f"{naive * 1000 / result.cpu_ms_per_stream_s:.0f}x cheaper\n"
         f"  load generator used {result.generator_cpu:.0%} of its core\n"
-        f"  calls: {len(result.calls)}, recordings fill {result.speech_fraction:.0%} of call time, "
+        + (f"  streams per worker (most running): {' / '.join(map(str, result.per_worker))}\n" if args.workers else "")
+        + f"  calls: {len(result.calls)}, recordings fill {result.speech_fraction:.0%} of call time, "
         f"net speech (VAD) {net_speech:.0%}",
         flush=True,
     )
@@ -740,7 +754,7 @@ def main() -> None:
         redis = RedisServer.start(ensure_installed())
         env["VOXGATE_REDIS_URL"] = redis.url()
     if args.fastest:
-        env.update(VOXGATE_MODELS="campplus", VOXGATE_PROFILE="telephone-campplus")
+        env.update(FASTEST_ENV)
     extra = dict(item.split("=", 1) for item in args.env)
     env.update(extra)
     models = "CAM++ only" if args.fastest else "ECAPA + CAM++ fused"
