@@ -77,13 +77,14 @@ def test_two_workers_share_one_port_and_answer_for_each_others_streams(
     assert sorted(status(base)["nodes"]) == ["box-0", "box-1"]
     token = login(base)
     owners: dict[str, str] = {}
-    for _ in range(40):  # a new connection each time: the kernel hands it to either worker
+    for _ in range(12):  # a new connection each time, a call every 0.2 s
         opened = httpx.post(f"{base}/api/v2/stream/HTTP", json={"info": {"callid": "w"}}, headers=token)
         assert opened.status_code == 201, opened.text
         owners[opened.json()["uuid"]] = opened.headers["X-Voxgate-Node"]
-        if len(set(owners.values())) == 2:
-            break
-    assert set(owners.values()) == {"box-0", "box-1"}, "both workers take connections"
+        time.sleep(0.2)
+    split = sorted(list(owners.values()).count(node) for node in ("box-0", "box-1"))
+    # the kernel alone split 40 connections 27 / 13; the worker with more streams stops accepting
+    assert split[1] - split[0] <= 2, f"streams per worker {split}"
     data = (_speech(speech_dir, "3080", slice(0, 3)) * 32767).astype("<i2").tobytes()
     uuids = list(owners)
     for uuid in {node: uuid for uuid, node in owners.items()}.values():  # one stream of each worker

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from voxgate.biometrics.voiceprint import Voiceprint
     from voxgate.evaluation.trials import TrialScore
     from voxgate.store.voiceprints import StoredVoiceprint
+    from voxgate.worker_balance import LoadBoard
 
 log = logging.getLogger("voxgate")
 
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--board-fd", help=argparse.SUPPRESS)  # FD,COUNT: the workers' load board
 
     def audio_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--channel", type=int, help="use this channel (0-based) of a multi-channel recording")
@@ -268,9 +270,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         listen.api = [socket.socket(fileno=int(fd)) for fd in args.listen_fds.split(",")]
         if args.metrics_fd is not None:
             listen.metrics = socket.socket(fileno=args.metrics_fd)
+        if args.board_fd is not None:
+            from voxgate.worker_balance import LoadBoard
+
+            fd, count = (int(part) for part in args.board_fd.split(","))
+            listen.board, listen.index = LoadBoard(fd, count), args.worker_index or 0
         listen.internal = uvicorn.Config(
-            app, host=host, port=0, lifespan="off", log_level=settings.log_level,
-            log_config=options["log_config"], access_log=False,
+            app,
+            host=host,
+            port=0,
+            lifespan="off",
+            log_level=settings.log_level,
+            log_config=options["log_config"],
+            access_log=False,
         )
     asyncio.run(_serve_ports(app, ports, options, "https" if certfile else "http", metrics, listen))
     return 0
@@ -284,6 +296,8 @@ class _Listen:
     metrics: socket.socket | None = None
     internal: uvicorn.Config | None = None
     ready_fd: int | None = None  # written once serving (the supervisor waits for worker 0)
+    board: LoadBoard | None = None  # the workers' live streams: new connections go to the least loaded
+    index: int = 0  # this worker's slot on the board
 
 
 def _tune_interpreter() -> None:
@@ -327,6 +341,8 @@ async def _serve_ports(
 
     listen = listen or _Listen()
     servers = [Server(uvicorn.Config(app, port=port, lifespan="off", **options)) for port in ports]
+    api_servers = list(servers)
+    tasks: set[asyncio.Task[None]] = set()
     sockets: dict[int, list[socket.socket] | None] = {}
     for server, sock in zip(servers, listen.api or [], strict=False):
         sockets[id(server)] = [sock]
@@ -359,6 +375,9 @@ async def _serve_ports(
             print(f"voxgate: node address {app.state.runtime.cluster.url}", file=sys.stderr, flush=True)
         else:
             _announce_node_url(app, servers[0], scheme)
+        if listen.board is not None:
+            balancer = _balance(app, listen.board, listen.index, api_servers)
+            tasks.add(asyncio.create_task(balancer, name="worker-balance"))
         if listen.ready_fd is not None:
             os.write(listen.ready_fd, b"1")
             os.close(listen.ready_fd)
@@ -382,6 +401,18 @@ async def _serve_ports(
             await asyncio.gather(*(server.serve(sockets=sockets.get(id(server))) for server in servers))
         finally:
             reporter.cancel()
+            for task in tasks:
+                task.cancel()
+
+
+async def _balance(app: FastAPI, board: LoadBoard, index: int, servers: Sequence[uvicorn.Server]) -> None:
+    """This worker's side of :mod:`voxgate.worker_balance`: its live streams on the board, its accepting
+    paused while it holds more than its share."""
+    from voxgate.worker_balance import AcceptGate, balance
+
+    runtime = app.state.runtime
+    gate = AcceptGate([listener for server in servers for listener in server.servers])
+    await balance(board, index, gate, lambda: len(runtime.registry) if runtime.registry is not None else 0)
 
 
 def _announce_node_url(

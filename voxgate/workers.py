@@ -8,7 +8,8 @@ port, on ``VOXGATE_NODE_URL``'s host if set), and the shared live state in Redis
 more than one worker needs ``VOXGATE_REDIS_URL``. The metrics port is bound here too and shared
 (prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``; a temporary folder if it is unset).
 
-Worker 0 starts first and alone until it serves (a new store is set up once); the others then start
+New connections go to the worker with the fewest live streams (:mod:`voxgate.worker_balance`: the
+kernel alone split them 27 / 13 over two idle workers). Worker 0 starts first and alone until it serves (a new store is set up once); the others then start
 together. A worker that dies is started again (at most once per :data:`RESTART_S` per slot); its live streams end
 like those of any dead node. SIGTERM or SIGINT stops every worker, then the supervisor.
 """
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from voxgate.settings import Settings
+from voxgate.worker_balance import LoadBoard
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class Supervisor:
     serve_args: list[str]  # `serve` options every worker gets (host, TLS)
     api: list[socket.socket]
     metrics: socket.socket | None = None
+    board: LoadBoard | None = None  # each worker's live streams (voxgate.worker_balance)
     workers: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
     started: list[float] = field(default_factory=list)
     stopping: bool = False
@@ -96,12 +99,16 @@ class Supervisor:
         argv += ["--listen-fds", ",".join(str(s.fileno()) for s in self.api), "--worker-index", str(index)]
         if self.metrics is not None:
             argv += ["--metrics-fd", str(self.metrics.fileno())]
+        if self.board is not None:
+            argv += ["--board-fd", f"{self.board.fd},{self.board.count}"]
         return argv
 
     def _spawn(
         self, index: int, environ: dict[str, str], ready_fd: int | None = None
     ) -> subprocess.Popen[bytes]:
         fds = [s.fileno() for s in self.api] + ([self.metrics.fileno()] if self.metrics is not None else [])
+        if self.board is not None:
+            fds.append(self.board.fd)
         argv = self._argv(index)
         if ready_fd is not None:
             fds.append(ready_fd)
@@ -170,6 +177,8 @@ class Supervisor:
                 worker.wait()
         for sock in [*self.api, *([self.metrics] if self.metrics is not None else [])]:
             sock.close()
+        if self.board is not None:
+            self.board.close()
 
 
 def supervise(settings: Settings, count: int, host: str, ports: Sequence[int], serve_args: list[str]) -> int:
@@ -184,7 +193,7 @@ def supervise(settings: Settings, count: int, host: str, ports: Sequence[int], s
         own_metrics_dir = tempfile.mkdtemp(prefix="voxgate-metrics-")
         environ["PROMETHEUS_MULTIPROC_DIR"] = own_metrics_dir
     try:
-        return Supervisor(settings, count, serve_args, api, metrics).run(environ)
+        return Supervisor(settings, count, serve_args, api, metrics, LoadBoard.create(count)).run(environ)
     finally:
         if own_metrics_dir is not None:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
