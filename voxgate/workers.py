@@ -9,7 +9,9 @@ more than one worker needs ``VOXGATE_REDIS_URL``. The metrics port is bound here
 (prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``; a temporary folder if it is unset).
 
 New connections go to the worker with the fewest live streams (:mod:`voxgate.worker_balance`: the
-kernel alone split them 27 / 13 over two idle workers). Worker 0 starts first and alone until it serves (a new store is set up once); the others then start
+kernel alone split them 27 / 13 over two idle workers).
+
+Worker 0 starts first and alone until it serves (a new store is set up once); the others then start
 together. A worker that dies is started again (at most once per :data:`RESTART_S` per slot); its live streams end
 like those of any dead node. SIGTERM or SIGINT stops every worker, then the supervisor.
 """

@@ -310,7 +310,7 @@ class SpeechPipeline:
         self._received_samples = 0  # at the native rate
         self._heard_windows = 0  # all unpadded speech windows so far
         self._accepted_windows = 0  # windows accept() handed out (gated, or waiting for VAD)
-        self._end_sample: int | None = None  # end_audio(): where the audio ended, 16 kHz samples
+        self._end_sample: int | None = None  # accept(last=True): where the audio ended, 16 kHz samples
         self.last_speech_window = 0  # windows stepped when speech was last counted (end-of-speech timing)
         self._queued_samples = 0  # at the native rate: submitted, not yet through VAD (engine only)
         self.waiting_windows = 0  # accepted by the engine, not yet through VAD
@@ -477,13 +477,14 @@ class SpeechPipeline:
 
     def _accepted(self, vad_windows: FloatArray, windows: FloatArray) -> tuple[FloatArray, FloatArray]:
         self._accepted_windows += len(windows)
-        if self.audio_ended and self._gate.seen == self._accepted_windows:
-            self._end_gate()  # every window was gated already (nothing came with the end)
+        self._end_gate_if_done()  # every window may have been gated already (nothing came with the end)
         return vad_windows, windows
 
-    def _end_gate(self) -> None:
-        """The last window went through the gate: close its open segment (see :meth:`accept`)."""
-        self._take(*self._gate.finish())
+    def _end_gate_if_done(self) -> None:
+        """Once the audio ended and its last window went through the gate, close the gate's open segment
+        (see :meth:`accept`)."""
+        if self.audio_ended and self._gate.seen == self._accepted_windows:
+            self._take(*self._gate.finish())
 
     def gate(self, window: FloatArray, probability: float) -> tuple[FloatArray, float] | None:
         """One 16 kHz window and its speech probability (of its VAD-rate twin) in; a chunk (and its net
@@ -494,8 +495,7 @@ class SpeechPipeline:
         if self._heard_enough:
             return None
         self._take(*self._gate.step(window.copy(), probability))
-        if self.audio_ended and self._gate.seen == self._accepted_windows:
-            self._end_gate()
+        self._end_gate_if_done()
         if self._heard_enough:
             return self._cut() if self._pending_windows else None
         if self._pending_windows < self._chunk_windows:
