@@ -50,6 +50,7 @@ import websockets
 
 from voxgate.audio.g711 import ulaw_decode_float, ulaw_encode_float
 from voxgate.audio.resample import resample
+from voxgate.streams.threads import INFERENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "data" / "speech" / "librispeech_test_other"
@@ -57,6 +58,7 @@ PASSWORD = "density-bench-1"
 FRAME = 160  # 20 ms at 8 kHz
 ENROLL_FILES = 5  # a speaker's first files make the voiceprint; the rest make the calls
 POLL_S = 0.5
+THREAD_KINDS = ("inference", "event loop", "other")  # Server.cpu_by_thread
 FASTEST_ENV = {"VOXGATE_MODELS": "campplus", "VOXGATE_PROFILE": "telephone-campplus"}  # --fastest
 NAIVE_CALLS = 3  # calls whose whole-buffer analysis is timed for the naive baseline
 
@@ -153,6 +155,20 @@ class Server:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
         return total
+
+    def cpu_by_thread(self) -> dict[str, float]:
+        """CPU seconds of the server's threads by kind: the inference engines (the OS thread name
+        ``voxgate.streams.threads.INFERENCE``), the event loops (each process's main thread), the rest."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        kinds = dict.fromkeys(THREAD_KINDS, 0.0)
+        for pid in self.pids():
+            for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    name = (task / "comm").read_text().strip()
+                    kind = "inference" if name == INFERENCE else "event loop" if task.name == str(pid) else "other"
+                    kinds[kind] += (int(fields[11]) + int(fields[12])) / ticks
+        return kinds
 
     def rss_mib(self) -> float:
         total = 0.0
@@ -396,6 +412,7 @@ async def _poll(call: CallRecord, port: int, token: str, t0: float) -> None:
 class Sample:
     at: float
     server_cpu_s: float
+    by_thread: dict[str, float]  # Server.cpu_by_thread
     rss_mib: float
     backlog_s: float
     running: int
@@ -420,6 +437,7 @@ async def monitor(
                 Sample(
                     time.monotonic() - t0,
                     server.cpu_s(),
+                    server.cpu_by_thread(),
                     server.rss_mib(),
                     backlog,
                     int(status["running"]),
@@ -448,6 +466,7 @@ class ProbeResult:
     calls: list[CallRecord]
     speech_fraction: float
     per_worker: tuple[int, ...] = ()  # live streams per worker when the most were running
+    thread_ms_per_stream_s: dict[str, float] = field(default_factory=dict)  # THREAD_KINDS
 
 
 async def probe(
@@ -529,6 +548,10 @@ async def probe(
         calls=calls,
         speech_fraction=statistics.mean(c.turns_fraction for c in calls),
         per_worker=max(window, key=lambda s: s.running).per_worker,
+        thread_ms_per_stream_s={
+            kind: 1000 * (window[-1].by_thread[kind] - window[0].by_thread[kind]) / stream_s if stream_s else float("nan")
+            for kind in THREAD_KINDS
+        },
     )
 
 
@@ -690,6 +713,9 @@ def measure(
         f"{naive * 1000 / result.cpu_ms_per_stream_s:.0f}x cheaper\n"
         f"  load generator used {result.generator_cpu:.0%} of its core\n"
         + (f"  streams per worker (most running): {' / '.join(map(str, result.per_worker))}\n" if args.workers else "")
+        + "  server CPU ms per stream-second by thread: "
+        + ", ".join(f"{kind} {ms:.2f}" for kind, ms in result.thread_ms_per_stream_s.items())
+        + "\n"
         + f"  calls: {len(result.calls)}, recordings fill {result.speech_fraction:.0%} of call time, "
         f"net speech (VAD) {net_speech:.0%}",
         flush=True,

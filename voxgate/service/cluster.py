@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 NODE_LOST = "node_lost"  # stream_stop outcome of a stream whose node stopped beating
 OWNER_CACHE_S = 2.0  # an owner's address is remembered this long (owners never change, addresses rarely)
 FORWARD_TIMEOUT_S = 30.0  # a forwarded request (a data request may carry a long body)
+# An idle forwarding connection is dropped well before the owner's server closes it (uvicorn: 5 s idle, as
+# httpx's own default): at equal limits a request sent as the owner closes gets a ReadError, which a
+# loaded two-worker box showed as a 502 to the caller.
+FORWARD_KEEPALIVE_S = 2.0
 
 
 class OwnerUnreachable(ServiceError):
@@ -99,7 +103,11 @@ class Cluster:
         await self.shared.start(self.on_signal)
         if not self.distributed:
             return
-        self.client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT_S, follow_redirects=False)
+        self.client = httpx.AsyncClient(
+            timeout=FORWARD_TIMEOUT_S,
+            follow_redirects=False,
+            limits=httpx.Limits(keepalive_expiry=FORWARD_KEEPALIVE_S),
+        )
         self._flag = self.runtime.locked  # the runtime read the shared flag before starting this
         await self.beat()
         self._beater = asyncio.create_task(self._beat_forever(), name="voxgate-heartbeat")

@@ -41,6 +41,7 @@ from voxgate.audio.vad import WINDOW_S
 from voxgate.errors import VoxgateError
 from voxgate.streams.offline import DEFAULT_NICE, OfflineWorker
 from voxgate.streams.stages import MAX_BACKLOG_S, SpeechPipeline
+from voxgate.streams.threads import INFERENCE, name_this_thread
 
 if TYPE_CHECKING:
     from voxgate.biometrics.engine import Biometrics
@@ -236,6 +237,7 @@ class InferenceEngine:
     # -- the worker ----------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        name_this_thread(INFERENCE)
         while not self._stopping:
             if not self._inbox and not self._windows and not self._tail_requests:
                 self._wake.wait(timeout=0.5)

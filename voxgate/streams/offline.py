@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from voxgate.errors import NotRunning
+from voxgate.streams.threads import OFFLINE, name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class OfflineWorker:
     # -- the worker thread ---------------------------------------------------------------------------
 
     def _work(self, generation: int, ready: threading.Event) -> None:
+        name_this_thread(OFFLINE)
         try:
             self.thread_nice = _lower_priority(self.nice)
         finally:
