@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid as uuid_module
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -298,7 +298,12 @@ class RawHttp:
             self.writer.close()
 
 
-async def run_call(call: CallRecord, port: int, token: str, t0: float, stop_at: float) -> None:
+PollPort = Callable[[str], Awaitable[int]]  # a stream's uuid → the port its verify polls go to
+
+
+async def run_call(
+    call: CallRecord, port: int, token: str, t0: float, stop_at: float, poll_port: PollPort | None = None
+) -> None:
     """One call: a WebSocket connection with one stream, frames every 20 ms, verify every 0.5 s."""
     sid = "MZ" + uuid_module.uuid4().hex  # 34 characters, as Twilio's
     url = f"ws://127.0.0.1:{port}/ws?token={token}"
@@ -320,7 +325,7 @@ async def run_call(call: CallRecord, port: int, token: str, t0: float, stop_at: 
         }
         await ws.send(json.dumps(start))
         drain = asyncio.create_task(_drain(ws, call))
-        poller = asyncio.create_task(_poll(call, port, token, t0))
+        poller = asyncio.create_task(_poll(call, port, token, t0, poll_port))
         begin = time.monotonic()
         call.started = begin - t0
         try:
@@ -381,10 +386,10 @@ async def _drain(ws: websockets.ClientConnection, call: CallRecord) -> None:
         call.errors.append(f"connection closed: {exc}")
 
 
-async def _poll(call: CallRecord, port: int, token: str, t0: float) -> None:
-    http = RawHttp(port, token)
+async def _poll(call: CallRecord, port: int, token: str, t0: float, poll_port: PollPort | None) -> None:
+    await asyncio.sleep(POLL_S)
+    http = RawHttp(await poll_port(call.stream_uuid) if poll_port is not None else port, token)
     try:
-        await asyncio.sleep(POLL_S)
         while True:
             sent = time.monotonic()
             status, body = await http.post_json(
@@ -480,6 +485,7 @@ async def probe(
     call_s: tuple[float, float],
     seed: int,
     workers: bool = False,
+    poll_port: PollPort | None = None,
 ) -> ProbeResult:
     rng = random.Random(seed)
     idle_rss = server.rss_mib()
@@ -501,7 +507,7 @@ async def probe(
         """One agent line: calls back to back for the whole probe (a new call as soon as one ends)."""
         await asyncio.sleep(first_delay)
         while time.monotonic() - t0 < end:
-            await run_call(new_call(), server.port, token, t0, end)
+            await run_call(new_call(), server.port, token, t0, end, poll_port)
 
     monitor_task = asyncio.create_task(monitor(server, token, t0, end, samples, workers=workers))
     await asyncio.gather(*(line(rng.uniform(0, ramp_s)) for _ in range(n)))
@@ -682,6 +688,7 @@ def measure(
                 call_s=(args.call_min, args.call_max),
                 seed=args.seed + n,
                 workers=args.workers is not None,
+                poll_port=owner_port(args.route_polls, server.port),
             )
         )
         leaked = -1
@@ -721,6 +728,32 @@ def measure(
         flush=True,
     )
     return result
+
+
+def owner_port(redis_url: str | None, default: int) -> PollPort | None:
+    """With --route-polls: each stream's verify polls go straight to the worker that owns it (its internal
+    port, from the stream registry in Redis), as a proxy routing by stream would; no poll is forwarded."""
+    if redis_url is None:
+        return None
+    import redis.asyncio as aioredis
+
+    from voxgate.service.shared import StreamEntry
+    from voxgate.service.shared_redis import STREAMS, node_key
+
+    client = aioredis.Redis.from_url(redis_url)
+
+    async def port(stream_uuid: str) -> int:
+        for _ in range(50):  # the owner writes the entry as the stream opens
+            body = await client.hget(STREAMS, stream_uuid)
+            if body is not None:
+                entry = StreamEntry.from_json(body if isinstance(body, str) else body.decode())
+                node = await client.get(node_key(entry.node))
+                if node is not None:
+                    return int(json.loads(node)["url"].rsplit(":", 1)[1].rstrip("/"))
+            await asyncio.sleep(0.1)
+        return default
+
+    return port
 
 
 def pin(args: argparse.Namespace, cores: set[int]) -> None:
@@ -766,6 +799,11 @@ def main() -> None:
     )
     parser.add_argument("--max-probes", type=int, default=5, help="probes --find may run")
     parser.add_argument(
+        "--route-polls",
+        action="store_true",
+        help="with --workers: send each stream's verify polls to the worker that owns it (no forwarding)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -783,6 +821,9 @@ def main() -> None:
 
         redis = RedisServer.start(ensure_installed())
         env["VOXGATE_REDIS_URL"] = redis.url()
+    if args.route_polls and redis is None:
+        parser.error("--route-polls needs --workers")
+    args.route_polls = env["VOXGATE_REDIS_URL"] if args.route_polls else None
     if args.fastest:
         env.update(FASTEST_ENV)
     extra = dict(item.split("=", 1) for item in args.env)
@@ -790,7 +831,7 @@ def main() -> None:
     models = "CAM++ only" if args.fastest else "ECAPA + CAM++ fused"
     named = "".join(f", {key}={value}" for key, value in extra.items())
     if args.workers is not None:
-        named += f", {args.workers} workers unpinned"
+        named += f", {args.workers} workers unpinned" + (", polls routed to the owner" if args.route_polls else "")
     config = f"{'fastest' if args.fastest else 'default'} ({models}, speech cap {args.max_speech:g} s{named})"
     print(f"loading speech from {SPEECH.name} ...", flush=True)
     speakers = load_speakers()
