@@ -244,6 +244,7 @@ class Poll:
     latency_s: float
     result: str
     score: float | None
+    forwarded: bool = False  # answered by the owner through another worker (X-Voxgate-Forwarded-By)
 
 
 @dataclass
@@ -269,6 +270,7 @@ class RawHttp:
         self.token = token
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.forwarded = False  # the last answer came through another worker
 
     async def post_json(self, path: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
         if self.writer is None or self.writer.is_closing():
@@ -283,6 +285,7 @@ class RawHttp:
         status_line = await self.reader.readline()
         status = int(status_line.split()[1])
         length = 0
+        self.forwarded = False
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b""):
@@ -290,6 +293,8 @@ class RawHttp:
             name, _, value = line.decode().partition(":")
             if name.lower() == "content-length":
                 length = int(value)
+            elif name.lower() == "x-voxgate-forwarded-by":
+                self.forwarded = True
         data = await self.reader.readexactly(length)
         return status, json.loads(data)
 
@@ -406,6 +411,7 @@ async def _poll(call: CallRecord, port: int, token: str, t0: float, poll_port: P
                         latency,
                         str(body["result"]),
                         float(str(score)) if score is not None else None,
+                        http.forwarded,
                     )
                 )
             await asyncio.sleep(max(0.0, POLL_S - (time.monotonic() - sent)))
@@ -472,6 +478,7 @@ class ProbeResult:
     speech_fraction: float
     per_worker: tuple[int, ...] = ()  # live streams per worker when the most were running
     thread_ms_per_stream_s: dict[str, float] = field(default_factory=dict)  # THREAD_KINDS
+    latency_by_route: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # polls, p50, p99 ms
 
 
 async def probe(
@@ -522,6 +529,10 @@ async def probe(
     stream_s = sum((b.at - a.at) * (a.running + b.running) / 2 for a, b in itertools.pairwise(window))
     cpu = window[-1].server_cpu_s - window[0].server_cpu_s
     latencies = sorted(p.latency_s for c in calls for p in c.polls if p.at >= ramp_s)
+    by_route = {
+        route: [p.latency_s for c in calls for p in c.polls if p.at >= ramp_s and p.forwarded == forwarded]
+        for route, forwarded in (("direct", False), ("forwarded", True))
+    }
     errors = [e for c in calls for e in c.errors]
     # the engine's backlog is the sum over streams (each holds up to a feed batch and a cycle's wait
     # even when the engine keeps up): judge how far behind the average stream is
@@ -554,6 +565,11 @@ async def probe(
         calls=calls,
         speech_fraction=statistics.mean(c.turns_fraction for c in calls),
         per_worker=max(window, key=lambda s: s.running).per_worker,
+        latency_by_route={
+            route: (len(found), float(np.percentile(found, 50)) * 1000, float(np.percentile(found, 99)) * 1000)
+            for route, found in by_route.items()
+            if found
+        },
         thread_ms_per_stream_s={
             kind: 1000 * (window[-1].by_thread[kind] - window[0].by_thread[kind]) / stream_s if stream_s else float("nan")
             for kind in THREAD_KINDS
@@ -720,6 +736,11 @@ def measure(
         f"{naive * 1000 / result.cpu_ms_per_stream_s:.0f}x cheaper\n"
         f"  load generator used {result.generator_cpu:.0%} of its core\n"
         + (f"  streams per worker (most running): {' / '.join(map(str, result.per_worker))}\n" if args.workers else "")
+        + "".join(
+            f"  {route} polls: {polls}, p50 {p50:.1f} ms, p99 {p99:.1f} ms\n"
+            for route, (polls, p50, p99) in result.latency_by_route.items()
+            if args.workers
+        )
         + "  server CPU ms per stream-second by thread: "
         + ", ".join(f"{kind} {ms:.2f}" for kind, ms in result.thread_ms_per_stream_s.items())
         + "\n"

@@ -100,6 +100,7 @@ def test_a_stream_on_node_1_is_listed_fed_enrolled_and_verified_through_node_2(
         assert verdict_same.json()["result"] == "verified", verdict_same.text
         assert verdict_other.json()["result"] == "not_verified", verdict_other.text
         assert verdict_same.headers["X-Voxgate-Node"] == "node-1"
+        assert verdict_same.headers["X-Voxgate-Forwarded-By"] == "node-2"
 
         time.sleep(1.2)  # one heartbeat: node 2 sees the owner's latest figures (last verdict)
         listed = {s["uuid"]: s for s in two.get("/api/v2/streams").json()["streams"]}
@@ -117,6 +118,9 @@ def test_a_stream_on_node_1_is_listed_fed_enrolled_and_verified_through_node_2(
         assert status["running"] >= 3 and status["streams"]["HTTP"] >= 3
         assert status["node"] == "node-2" and sorted(status["nodes"]) == ["node-1", "node-2"]
 
+        assert "X-Voxgate-Forwarded-By" not in one.post(
+            "/api/v2/verify", json={"uuid": same, "external_id": "customer-a"}
+        ).headers, "an answer from the owner itself was not forwarded"
         closed = two.delete(f"/api/v2/stream/HTTP/{same}")
         assert closed.status_code == 200 and closed.headers["X-Voxgate-Node"] == "node-1"
         assert two.post("/api/v2/verify", json={"uuid": same, "external_id": "customer-a"}).status_code == 404

@@ -5,7 +5,9 @@
   opens an HTTP stream also carries ``X-Voxgate-Stream`` (its uuid): HAProxy can stick the uuid to the node.
 - :func:`forward`: a request for a stream that runs on another node (data, close, verify, enroll) is sent
   on to the owner's internal address (``VOXGATE_NODE_URL``) with the caller's token, and its answer is
-  returned as it came. A forwarded request carries ``X-Voxgate-Forwarded`` and is never forwarded again.
+  returned as it came, with ``X-Voxgate-Forwarded-By`` naming the node that forwarded it (an operator, or a
+  benchmark, can tell forwarded answers apart). A forwarded request carries ``X-Voxgate-Forwarded`` and is
+  never forwarded again.
   Why forwarding rather than reading a published voiceprint: docs/scale-out.md, "Shared live state".
 """
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 NODE_HEADER = "X-Voxgate-Node"
 STREAM_HEADER = "X-Voxgate-Stream"
 FORWARDED_HEADER = "X-Voxgate-Forwarded"
+FORWARDED_BY_HEADER = "X-Voxgate-Forwarded-By"
 PASSED_ON = frozenset({"authorization", "content-type"})  # request headers the owner needs
 PASSED_BACK = frozenset(
     {"content-type", "retry-after", NODE_HEADER.lower()}
@@ -106,4 +109,5 @@ async def forward(
             f"stream {key} runs on node {owner.node}, which did not answer ({type(exc).__name__}); retry"
         ) from exc
     passed = {name: value for name, value in reply.headers.items() if name.lower() in PASSED_BACK}
+    passed[FORWARDED_BY_HEADER] = runtime.node_id
     return Response(reply.content, status_code=reply.status_code, headers=passed)
