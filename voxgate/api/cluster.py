@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import httpx
@@ -21,6 +22,7 @@ from fastapi import Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxgate.service.cluster import OwnerUnreachable
+from voxgate.service.owner_client import OwnerRequestFailed
 from voxgate.service.runtime import Runtime
 from voxgate.streams import StreamNotFound, StreamSession, StreamType
 from voxgate.streams.registry import parse_uuid
@@ -99,15 +101,28 @@ async def forward(
         return None
     headers = {name: value for name, value in request.headers.items() if name.lower() in PASSED_ON}
     headers[FORWARDED_HEADER] = runtime.node_id
-    url = owner.url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    address = urllib.parse.urlsplit(owner.url)
     try:
-        reply = await client.request(request.method, url, content=content, headers=headers)
-    except httpx.HTTPError as exc:
+        if cluster.owners is not None and isinstance(content, bytes) and address.scheme == "http":
+            answer = await cluster.owners.request(
+                request.method,
+                address.hostname or "",
+                address.port or 80,
+                address.path.rstrip("/") + target,
+                list(headers.items()),
+                content,
+            )
+            status, answered, body = answer.status, answer.headers, answer.body
+        else:  # TLS to the owner, or a streamed body (an HTTP stream's data)
+            reply = await client.request(request.method, owner.url + target, content=content, headers=headers)
+            status, answered, body = reply.status_code, list(reply.headers.items()), reply.content
+    except (httpx.HTTPError, OwnerRequestFailed) as exc:
         cluster.forget_owner(key)
         log.warning("forwarding to a stream's owner failed", extra={"stream_uuid": key, "node": owner.node})
         raise OwnerUnreachable(
             f"stream {key} runs on node {owner.node}, which did not answer ({type(exc).__name__}); retry"
         ) from exc
-    passed = {name: value for name, value in reply.headers.items() if name.lower() in PASSED_BACK}
+    passed = {name: value for name, value in answered if name.lower() in PASSED_BACK}
     passed[FORWARDED_BY_HEADER] = runtime.node_id
-    return Response(reply.content, status_code=reply.status_code, headers=passed)
+    return Response(body, status_code=status, headers=passed)

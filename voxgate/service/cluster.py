@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from voxgate.errors import ServiceError
 from voxgate.service import telephony
+from voxgate.service.owner_client import OwnerClient
 from voxgate.service.shared import NodeInfo, SharedState, Signal, StreamEntry
 from voxgate.store import cache, events, subscriptions
 from voxgate.store import pbx as pbx_store
@@ -84,6 +85,7 @@ class Cluster:
         self.url = runtime.settings.node_url.rstrip("/")
         self.started = time.time()
         self.client: httpx.AsyncClient | None = None  # forwards a stream's requests to its owner
+        self.owners: OwnerClient | None = None  # the same, lean, for small bodies to http:// owners
         self._beater: asyncio.Task[None] | None = None
         self._announcing: asyncio.Task[None] | None = None
         self._flag: bool | None = None  # the shared maintenance flag as this node last saw it
@@ -108,6 +110,7 @@ class Cluster:
             follow_redirects=False,
             limits=httpx.Limits(keepalive_expiry=FORWARD_KEEPALIVE_S),
         )
+        self.owners = OwnerClient(timeout_s=FORWARD_TIMEOUT_S, keepalive_s=FORWARD_KEEPALIVE_S)
         self._flag = self.runtime.locked  # the runtime read the shared flag before starting this
         await self.beat()
         self._beater = asyncio.create_task(self._beat_forever(), name="voxgate-heartbeat")
@@ -121,6 +124,9 @@ class Cluster:
         client, self.client = self.client, None
         if client is not None:
             await client.aclose()
+        owners, self.owners = self.owners, None
+        if owners is not None:
+            await owners.aclose()
         await self.shared.stop()
 
     def set_url(self, url: str, *, force: bool = False) -> None:
