@@ -106,3 +106,18 @@ async def test_an_owner_that_does_not_listen_is_a_failure_not_a_hang() -> None:
         client = OwnerClient(timeout_s=5, keepalive_s=1)
         with pytest.raises(OwnerRequestFailed):
             await client.request("POST", "127.0.0.1", port, "/x", [], b"")
+
+
+@pytest.mark.asyncio
+async def test_idle_connections_to_an_owner_never_asked_again_are_closed(owner: tuple[Owner, int]) -> None:
+    _, port = owner
+    client = OwnerClient(timeout_s=5, keepalive_s=0.2)
+    try:
+        await client.request("POST", "127.0.0.1", port, "/a", [], b"")
+        (kept,) = client._idle[("127.0.0.1", port)]
+        await asyncio.sleep(0.3)
+        with pytest.raises(OwnerRequestFailed):  # any request later sweeps the expired connection
+            await client.request("POST", "127.0.0.1", 1, "/b", [], b"")
+        assert kept.writer.is_closing() and ("127.0.0.1", port) not in client._idle
+    finally:
+        await client.aclose()

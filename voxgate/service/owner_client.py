@@ -56,6 +56,7 @@ class OwnerClient:
         self.keepalive_s = keepalive_s
         self.keep = keep
         self._idle: defaultdict[tuple[str, int], list[_Connection]] = defaultdict(list)
+        self._swept = time.monotonic()
 
     async def request(
         self, method: str, host: str, port: int, target: str, headers: list[tuple[str, str]], body: bytes
@@ -82,9 +83,24 @@ class OwnerClient:
                 connection.close()
         self._idle.clear()
 
+    def _sweep(self, now: float) -> None:
+        """Close every expired idle connection (an owner that went away is never asked again)."""
+        self._swept = now
+        for owner, connections in list(self._idle.items()):
+            kept = [c for c in connections if now - c.idle_since < self.keepalive_s]
+            for connection in connections:
+                if connection not in kept:
+                    connection.close()
+            if kept:
+                self._idle[owner] = kept
+            else:
+                del self._idle[owner]
+
     async def _connection(self, host: str, port: int, *, fresh: bool = False) -> tuple[_Connection, bool]:
-        idle = self._idle[(host, port)]
         now = time.monotonic()
+        if now - self._swept > self.keepalive_s:
+            self._sweep(now)
+        idle = self._idle[(host, port)]
         while idle and not fresh:
             connection = idle.pop()
             if now - connection.idle_since < self.keepalive_s and not connection.writer.is_closing():
