@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -128,6 +129,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a process's or thread's ``/proc/.../stat``."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -148,26 +155,22 @@ class Server:
         return found
 
     def cpu_s(self) -> float:
-        ticks = os.sysconf("SC_CLK_TCK")
         total = 0.0
         for pid in self.pids():
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+                total += _cpu_s(Path(f"/proc/{pid}/stat"))
         return total
 
     def cpu_by_thread(self) -> dict[str, float]:
         """CPU seconds of the server's threads by kind: the inference engines (the OS thread name
         ``voxgate.streams.threads.INFERENCE``), the event loops (each process's main thread), the rest."""
-        ticks = os.sysconf("SC_CLK_TCK")
         kinds = dict.fromkeys(THREAD_KINDS, 0.0)
         for pid in self.pids():
             for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
                     name = (task / "comm").read_text().strip()
                     kind = "inference" if name == INFERENCE else "event loop" if task.name == str(pid) else "other"
-                    kinds[kind] += (int(fields[11]) + int(fields[12])) / ticks
+                    kinds[kind] += _cpu_s(task / "stat")
         return kinds
 
     def rss_mib(self) -> float:
@@ -770,7 +773,7 @@ def owner_port(redis_url: str | None, default: int) -> PollPort | None:
                 entry = StreamEntry.from_json(body if isinstance(body, str) else body.decode())
                 node = await client.get(node_key(entry.node))
                 if node is not None:
-                    return int(json.loads(node)["url"].rsplit(":", 1)[1].rstrip("/"))
+                    return urllib.parse.urlsplit(json.loads(node)["url"]).port or default
             await asyncio.sleep(0.1)
         return default
 

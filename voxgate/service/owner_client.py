@@ -87,9 +87,11 @@ class OwnerClient:
         """Close every expired idle connection (an owner that went away is never asked again)."""
         self._swept = now
         for owner, connections in list(self._idle.items()):
-            kept = [c for c in connections if now - c.idle_since < self.keepalive_s]
+            kept = []
             for connection in connections:
-                if connection not in kept:
+                if now - connection.idle_since < self.keepalive_s:
+                    kept.append(connection)
+                else:
                     connection.close()
             if kept:
                 self._idle[owner] = kept
